@@ -1,0 +1,5 @@
+"""Tiny components for tests, built in code after a fixed seed: the one place tests get models from.
+
+- `parity`: paths and loaders for the original Wan2.1 reference data in `tests/fixtures/wan21_parity/`.
+- `transformer`: tiny `WanTransformer3DModel` configs (T2V, I2V, FLF2V) and inputs.
+"""
