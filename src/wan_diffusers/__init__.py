@@ -22,7 +22,17 @@ _EXPORTS = {
     "WanPipelineOutput": "pipelines.pipeline_output",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "AutoencoderKLWan",
+    "WanImageToVideoPipeline",
+    "WanPipeline",
+    "WanPipelineOutput",
+    "WanTransformer3DModel",
+    "WanVACEPipeline",
+    "WanVACETransformer3DModel",
+    "WanVideoToVideoPipeline",
+    "__version__",
+]
 
 
 def __getattr__(name: str):
