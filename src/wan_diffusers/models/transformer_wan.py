@@ -600,7 +600,7 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
 
     def _embed_patches(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
         """(B, C, F, H, W) -> the float32 residual stream (B, S, D), and the dtype the sub-layers compute in."""
-        hidden_states = self.patch_embedding(hidden_states)
+        hidden_states = self.patch_embedding(hidden_states.to(self.patch_embedding.weight.dtype))
         compute_dtype = hidden_states.dtype
         return hidden_states.flatten(2).transpose(1, 2).float().contiguous(), compute_dtype
 
