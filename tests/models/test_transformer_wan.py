@@ -12,17 +12,18 @@ import diffusers
 import pytest
 import torch
 from diffusers.hooks import FirstBlockCacheConfig
+
+import wan_diffusers.models.transformer_wan as transformer_wan
+from wan_diffusers import WanTransformer3DModel
+
 from factories.parity import dit_references
 from factories.transformer import (
-    parity_transformer,
     pad_text,
+    parity_transformer,
     tiny_transformer_config,
     tiny_transformer_inputs,
 )
 from testing_utils import max_abs, max_rel
-
-import wan_diffusers.models.transformer_wan as transformer_wan
-from wan_diffusers import WanTransformer3DModel
 
 TASKS = ("t2v", "i2v", "flf2v")
 
@@ -150,7 +151,14 @@ OFFICIAL_CONFIGS = {
     "Wan2.1-T2V-1.3B": (dict(num_attention_heads=12, num_layers=30, ffn_dim=8960), 1.419e9),
     "Wan2.1-T2V-14B": (dict(num_attention_heads=40, num_layers=40, ffn_dim=13824), 14.288e9),
     "Wan2.1-I2V-14B": (
-        dict(num_attention_heads=40, num_layers=40, ffn_dim=13824, in_channels=36, image_dim=1280, added_kv_proj_dim=5120),
+        dict(
+            num_attention_heads=40,
+            num_layers=40,
+            ffn_dim=13824,
+            in_channels=36,
+            image_dim=1280,
+            added_kv_proj_dim=5120,
+        ),
         16.395e9,
     ),
     "Wan2.1-FLF2V-14B": (
