@@ -4,9 +4,10 @@ import json
 
 import torch
 
-from factories.parity import original_dit_state_dict, task_dir
 from wan_diffusers.conversion.rules import rename_state_dict
 from wan_diffusers.conversion.transformer import TRANSFORMER_RULES, transformer_config_from_original
+
+from factories.parity import original_dit_state_dict, task_dir
 
 # 2 layers, 2 heads of 12 channels (RoPE split 4/4/4), text width 16, CLIP width 20: small enough for every test
 # to run in milliseconds, large enough that every path (RoPE axes, heads, image tokens) is exercised.
