@@ -11,7 +11,7 @@ import json
 import diffusers
 import pytest
 import torch
-from diffusers.hooks import FirstBlockCacheConfig
+from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig
 
 import wan_diffusers.models.transformer_wan as transformer_wan
 from wan_diffusers import WanTransformer3DModel
@@ -356,6 +356,24 @@ def test_first_block_cache_hook_runs_on_our_model():
     model.disable_cache()
     assert torch.allclose(outputs[0], reference, atol=1e-6)  # the first call computes every block
     assert torch.allclose(outputs[1], reference, atol=1e-5)  # identical input: the cached tail is exact
+
+
+def test_mag_cache_hook_skips_blocks_on_our_model():
+    model = tiny_model()
+    inputs = tiny_transformer_inputs()
+    reference = run(model, **inputs)
+    last_block_calls = []
+    model.blocks[-1].ffn.register_forward_pre_hook(lambda *args: last_block_calls.append(1))
+    # Magnitude ratios of 1 and a generous threshold: after the first step MagCache may skip the blocks.
+    config = MagCacheConfig(num_inference_steps=4, mag_ratios=[1.0] * 4, threshold=0.5, retention_ratio=0.0)
+    model.enable_cache(config)
+    outputs = []
+    for _ in range(4):
+        with model.cache_context("cond"):
+            outputs.append(run(model, **inputs))
+    model.disable_cache()
+    assert len(last_block_calls) < 4  # some steps reused the cached residual
+    assert all(torch.allclose(output, reference, atol=1e-5) for output in outputs)  # same input every step
 
 
 def test_lora_adapters_attach_through_peft():
