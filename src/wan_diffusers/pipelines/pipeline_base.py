@@ -1,0 +1,591 @@
+"""What every Wan pipeline shares: loading, prompt encoding, input checks, latents, the denoising loop, decoding.
+
+`WanPipeline`, `WanImageToVideoPipeline`, `WanVideoToVideoPipeline` and `WanVACEPipeline` subclass `WanPipelineBase`
+and only add what their task needs (a condition tensor, image tokens, a start latent, control hints). The pieces are
+methods so a subclass calls them in its own `__call__`, in the numbered order diffusers' pipelines use.
+"""
+
+import importlib
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import accelerate.hooks
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.loaders import WanLoraLoaderMixin
+from diffusers.utils import logging
+from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+from .pipeline_output import WanPipelineOutput
+from .sampling import original_scheduler, scheduler_shift
+from .text import DEFAULT_NEGATIVE_PROMPTS, clean_prompt
+
+logger = logging.get_logger(__name__)
+
+# diffusers' Wan classes that official Hub repos name in `model_index.json`, and the module of ours that replaces
+# each. `from_pretrained` builds ours for those components (see `WanPipelineBase.from_pretrained`).
+_OWN_CLASS_MODULES = {
+    "WanTransformer3DModel": "wan_diffusers.models.transformer_wan",
+    "WanVACETransformer3DModel": "wan_diffusers.models.transformer_wan_vace",
+    "AutoencoderKLWan": "wan_diffusers.models.autoencoder_kl_wan",
+}
+# `from_pretrained` arguments that only matter for fetching a Hub repo.
+_DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "variant")
+# `from_pretrained` arguments forwarded to every model we load ourselves.
+_MODEL_LOADING_KWARGS = ("variant", "use_safetensors", "low_cpu_mem_usage")
+
+OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+
+
+class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
+    """Shared machinery of the Wan pipelines. Subclasses set `task` (for the default negative prompt) and build on
+    the methods below; see `WanPipeline.__call__` for the order they are called in."""
+
+    task = "t2v"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    # The original model's text context length: the DiT zero-pads every text embedding to this many rows.
+    text_sequence_length = 512
+
+    def _init_video_processor(self):
+        self.vae_scale_factor_temporal = self.vae.config.scale_factor_temporal if getattr(self, "vae", None) else 4
+        self.vae_scale_factor_spatial = self.vae.config.scale_factor_spatial if getattr(self, "vae", None) else 8
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+        self._text_encoder_on_cpu = False
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load a pipeline folder or Hub repo, building this package's classes for the Wan models.
+
+        Official Diffusers-format repos (`Wan-AI/Wan2.1-*-Diffusers`) name `["diffusers", "WanTransformer3DModel"]`
+        and `["diffusers", "AutoencoderKLWan"]` in `model_index.json`; a plain `DiffusionPipeline.from_pretrained`
+        would build diffusers' classes from them. Here those components are loaded with `wan_diffusers`'
+        classes (same config and weight format) and handed to diffusers' loader, which loads the rest as usual.
+        `torch_dtype` (a dtype or a `{component: dtype, "default": dtype}` dict), `variant`, `use_safetensors`,
+        `low_cpu_mem_usage` and a pipeline `quantization_config` apply to them as to any other component.
+        """
+        folder = str(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            download_kwargs = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
+            folder = cls.download(folder, **download_kwargs)
+        model_index = cls.load_config(folder)
+        expected_modules, _ = cls._get_signature_keys(cls)
+        for name in expected_modules:
+            entry = model_index.get(name)
+            if name in kwargs or not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                continue
+            library, class_name = entry
+            if library == "diffusers" and class_name in _OWN_CLASS_MODULES:
+                own_class = getattr(importlib.import_module(_OWN_CLASS_MODULES[class_name]), class_name)
+                kwargs[name] = own_class.from_pretrained(folder, subfolder=name, **_model_loading_kwargs(name, kwargs))
+        return super().from_pretrained(folder, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Sampling like the original
+
+    def use_original_sampling(self, solver: str = "unipc", shift: float | None = None) -> None:
+        """Sample exactly like the original `generate.py --sample_solver {solver} --sample_shift {shift}`.
+
+        Replaces `self.scheduler` with diffusers' UniPC or DPM-Solver++ set up with the original sigma schedule
+        (`wan_diffusers.pipelines.sampling`); `--sample_steps` is `num_inference_steps` of the call. `shift` defaults
+        to the current scheduler's shift. With the original's inputs, the final latents then match the original
+        within float32 rounding.
+
+        Example: `pipe.use_original_sampling("unipc", shift=5.0)`.
+        """
+        if shift is None:
+            shift = scheduler_shift(self.scheduler)
+            if shift is None:
+                raise ValueError(
+                    f"`shift` is required: the current scheduler ({type(self.scheduler).__name__}) has no flow shift"
+                )
+        self.scheduler = original_scheduler(solver, shift)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Memory: the text encoder can stay on the CPU while everything else runs on the accelerator
+
+    def keep_text_encoder_on_cpu(self, enabled: bool = True) -> None:
+        """Run the text encoder on the CPU (the original's `--t5_cpu`), whatever `.to()` or offloading does.
+
+        The UMT5-XXL encoder is 5.7 B parameters (11 GB in bf16) and runs once per prompt, so keeping it in system
+        RAM costs a few seconds per video and saves that much accelerator memory. The prompt embeddings are moved to
+        the execution device after encoding. Call it before or after `enable_model_cpu_offload()` /
+        `enable_sequential_cpu_offload()` / `.to("cuda")`.
+        """
+        self._text_encoder_on_cpu = enabled
+        if enabled and self.text_encoder is not None:
+            self._detach_text_encoder()
+
+    def _detach_text_encoder(self):
+        accelerate.hooks.remove_hook_from_module(self.text_encoder, recurse=True)
+        self.text_encoder.to("cpu")
+
+    def to(self, *args, **kwargs):
+        if not getattr(self, "_text_encoder_on_cpu", False) or self.text_encoder is None:
+            return super().to(*args, **kwargs)
+        # Hide the text encoder from diffusers' `.to()` so it never visits the accelerator (11 GB in bf16).
+        text_encoder = self.__dict__.pop("text_encoder")
+        self.__dict__["text_encoder"] = None
+        try:
+            super().to(*args, **kwargs)
+        finally:
+            self.__dict__["text_encoder"] = text_encoder
+        dtype = kwargs.get("dtype") or next((arg for arg in args if isinstance(arg, torch.dtype)), None)
+        if dtype is not None:
+            text_encoder.to(dtype=dtype)
+        return self
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
+        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
+        if getattr(self, "_text_encoder_on_cpu", False) and self.text_encoder is not None:
+            self._detach_text_encoder()
+
+    def enable_sequential_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
+        super().enable_sequential_cpu_offload(gpu_id=gpu_id, device=device)
+        if getattr(self, "_text_encoder_on_cpu", False) and self.text_encoder is not None:
+            self._detach_text_encoder()
+
+    @property
+    def _execution_device(self):
+        if not getattr(self, "_text_encoder_on_cpu", False):
+            return super()._execution_device
+        for name, component in self.components.items():
+            if name != "text_encoder" and isinstance(component, torch.nn.Module):
+                return get_module_execution_device(component)
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Properties read by callbacks and cache hooks (same names as diffusers' pipelines)
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def current_timestep(self):
+        return self._current_timestep
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    @property
+    def attention_kwargs(self) -> dict | None:
+        return self._attention_kwargs
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Prompt encoding
+
+    def _get_t5_prompt_embeds(
+        self,
+        prompt: str | list[str],
+        num_videos_per_prompt: int = 1,
+        max_sequence_length: int = 512,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """UMT5 features [B * num_videos_per_prompt, max_sequence_length, C], zero after each prompt's last token.
+
+        The original trims each output to its length and the DiT zero-pads it again to 512 rows; zeroing the padded
+        positions here is the same thing.
+        """
+        device = device or self._execution_device
+        dtype = dtype or self.text_encoder.dtype
+        prompt = [prompt] if isinstance(prompt, str) else prompt
+        text_inputs = self.tokenizer(
+            [clean_prompt(text) for text in prompt],
+            padding="max_length",
+            max_length=max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        encoder_device = get_module_execution_device(self.text_encoder)
+        attention_mask = text_inputs.attention_mask.to(encoder_device)
+        hidden_states = self.text_encoder(
+            input_ids=text_inputs.input_ids.to(encoder_device), attention_mask=attention_mask
+        ).last_hidden_state
+        hidden_states = hidden_states.masked_fill(~attention_mask.bool()[..., None], 0.0)
+        return hidden_states.to(device=device, dtype=dtype).repeat_interleave(num_videos_per_prompt, dim=0)
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        negative_prompt: str | list[str] | None = None,
+        do_classifier_free_guidance: bool = True,
+        num_videos_per_prompt: int = 1,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        max_sequence_length: int = 512,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        r"""
+        Encode the prompt and, with classifier-free guidance, the negative prompt.
+
+        Args:
+            prompt (`str` or `list[str]`, *optional*):
+                The prompt(s). Cleaned as the original does (ftfy, HTML entities, whitespace) before tokenising.
+            negative_prompt (`str` or `list[str]`, *optional*):
+                The negative prompt(s). `None` selects the original's default negative prompt of this task (diffusers
+                uses `""`); pass `""` for an empty one.
+            do_classifier_free_guidance (`bool`, defaults to `True`):
+                Whether to encode the negative prompt as well.
+            num_videos_per_prompt (`int`, defaults to 1):
+                Copies of each embedding, one per video generated for the prompt.
+            prompt_embeds (`torch.Tensor`, *optional*):
+                Precomputed prompt embeddings [B, L, C] instead of `prompt`; repeated `num_videos_per_prompt` times.
+            negative_prompt_embeds (`torch.Tensor`, *optional*):
+                Precomputed negative embeddings [B, L', C] instead of `negative_prompt`.
+            max_sequence_length (`int`, defaults to 512):
+                Tokens per prompt, at most 512 (the original's text length; diffusers' `encode_prompt` defaults to
+                226, which the I2V model cannot use).
+            device (`torch.device`, *optional*):
+                Where the embeddings go; the execution device by default.
+            dtype (`torch.dtype`, *optional*):
+                Their dtype; the text encoder's by default.
+
+        Returns:
+            `(prompt_embeds, negative_prompt_embeds)`; the second is `None` without classifier-free guidance.
+        """
+        device = device or self._execution_device
+        if prompt_embeds is None:
+            prompt_embeds = self._get_t5_prompt_embeds(
+                prompt, num_videos_per_prompt, max_sequence_length, device, dtype
+            )
+        else:
+            prompt_embeds = prompt_embeds.to(device=device, dtype=dtype or prompt_embeds.dtype)
+            prompt_embeds = prompt_embeds.repeat_interleave(num_videos_per_prompt, dim=0)
+        if not do_classifier_free_guidance:
+            return prompt_embeds, None
+
+        if negative_prompt_embeds is None:
+            batch_size = prompt_embeds.shape[0] // num_videos_per_prompt
+            if negative_prompt is None:
+                negative_prompt = DEFAULT_NEGATIVE_PROMPTS[self.task]
+            if isinstance(negative_prompt, str):
+                negative_prompt = [negative_prompt] * batch_size
+            negative_prompt_embeds = self._get_t5_prompt_embeds(
+                negative_prompt, num_videos_per_prompt, max_sequence_length, device, dtype
+            )
+        else:
+            negative_prompt_embeds = negative_prompt_embeds.to(
+                device=device, dtype=dtype or negative_prompt_embeds.dtype
+            )
+            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_videos_per_prompt, dim=0)
+        return prompt_embeds, negative_prompt_embeds
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Input checks: every one raises a ValueError naming the argument before any model runs
+
+    def check_prompt_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        prompt_embeds,
+        negative_prompt_embeds,
+        max_sequence_length,
+        callback_on_step_end_tensor_inputs,
+    ) -> int:
+        """Check the text inputs; returns the number of prompts."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError(
+                "Pass exactly one of `prompt` and `prompt_embeds`, got "
+                + ("both" if prompt is not None else "neither")
+            )
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("Pass at most one of `negative_prompt` and `negative_prompt_embeds`, got both")
+        if not isinstance(max_sequence_length, int) or not 1 <= max_sequence_length <= self.text_sequence_length:
+            raise ValueError(
+                f"`max_sequence_length` must be an integer from 1 to {self.text_sequence_length} (the model's text "
+                f"length), got {max_sequence_length!r}"
+            )
+        if prompt is not None:
+            batch_size = _check_text("prompt", prompt)
+        else:
+            batch_size = self._check_embeds("prompt_embeds", prompt_embeds)
+        if negative_prompt is not None:
+            negative_batch = _check_text("negative_prompt", negative_prompt)
+            if isinstance(negative_prompt, list) and negative_batch != batch_size:
+                raise ValueError(
+                    f"`negative_prompt` must be a string or a list of {batch_size} strings (one per prompt), got a "
+                    f"list of {negative_batch}"
+                )
+        if negative_prompt_embeds is not None:
+            self._check_embeds("negative_prompt_embeds", negative_prompt_embeds)
+            if prompt_embeds is not None and (
+                negative_prompt_embeds.shape[0] != prompt_embeds.shape[0]
+                or negative_prompt_embeds.shape[2] != prompt_embeds.shape[2]
+            ):
+                raise ValueError(
+                    "`negative_prompt_embeds` must have the batch size and width of `prompt_embeds` (the sequence "
+                    f"lengths may differ), got {list(negative_prompt_embeds.shape)} and {list(prompt_embeds.shape)}"
+                )
+            if negative_prompt_embeds.shape[0] != batch_size:
+                raise ValueError(
+                    f"`negative_prompt_embeds` must hold one embedding per prompt ({batch_size}), got "
+                    f"{negative_prompt_embeds.shape[0]}"
+                )
+        if callback_on_step_end_tensor_inputs is not None:
+            unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
+            if unknown:
+                raise ValueError(
+                    f"`callback_on_step_end_tensor_inputs` must be names from {self._callback_tensor_inputs}, got "
+                    f"{unknown}"
+                )
+        return batch_size
+
+    def _check_embeds(self, name: str, embeds) -> int:
+        text_dim = self.transformer.config.text_dim if getattr(self, "transformer", None) is not None else None
+        if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3:
+            got = list(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise ValueError(f"`{name}` must be a tensor [batch, sequence, {text_dim or 'text_dim'}], got {got}")
+        if text_dim is not None and embeds.shape[2] != text_dim:
+            raise ValueError(
+                f"`{name}` must have the text width of the transformer ({text_dim}) in its last dimension, got "
+                f"{list(embeds.shape)}"
+            )
+        if not 1 <= embeds.shape[1] <= self.text_sequence_length:
+            raise ValueError(
+                f"`{name}` may have at most {self.text_sequence_length} tokens (the model's text length), got "
+                f"{embeds.shape[1]}"
+            )
+        return embeds.shape[0]
+
+    def check_video_inputs(self, height, width, num_frames) -> None:
+        """Check the video size: height and width divisible by 16, num_frames of the form 4n + 1."""
+        multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value < multiple or value % multiple:
+                raise ValueError(
+                    f"`{name}` must be a positive multiple of {multiple} (the VAE stride times the patch size), got "
+                    f"{value!r}"
+                )
+        temporal = self.vae_scale_factor_temporal
+        if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % temporal:
+            if isinstance(num_frames, int) and num_frames > 1:
+                lower = (num_frames - 1) // temporal * temporal + 1
+                hint = f"; the nearest valid values are {lower} and {lower + temporal}"
+            else:
+                hint = ""
+            raise ValueError(
+                f"`num_frames` must be of the form {temporal}n + 1 (1, 5, ..., 81), got {num_frames!r}{hint}"
+            )
+
+    def check_sampling_inputs(
+        self, num_inference_steps, sigmas, guidance_scale, num_videos_per_prompt, batch_size, generator, output_type
+    ) -> None:
+        """Check the steps, guidance, batch, generators and output type."""
+        if sigmas is None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
+            raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}")
+        if sigmas is not None and len(sigmas) < 1:
+            raise ValueError("`sigmas` must hold at least one value, got an empty list")
+        if not isinstance(guidance_scale, (int, float)):
+            raise ValueError(f"`guidance_scale` must be a number, got {guidance_scale!r}")
+        if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+            raise ValueError(f"`num_videos_per_prompt` must be a positive integer, got {num_videos_per_prompt!r}")
+        if isinstance(generator, list) and len(generator) != batch_size * num_videos_per_prompt:
+            raise ValueError(
+                f"`generator` as a list must hold one generator per video: {batch_size} prompt(s) x "
+                f"{num_videos_per_prompt} video(s) = {batch_size * num_videos_per_prompt}, got {len(generator)}"
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+    def latent_shape(self, batch_size: int, num_channels: int, height: int, width: int, num_frames: int) -> tuple:
+        """[B, C, (num_frames - 1) / 4 + 1, height / 8, width / 8]."""
+        return (
+            batch_size,
+            num_channels,
+            (num_frames - 1) // self.vae_scale_factor_temporal + 1,
+            height // self.vae_scale_factor_spatial,
+            width // self.vae_scale_factor_spatial,
+        )
+
+    def check_latents(self, latents, shape: tuple) -> None:
+        if latents is not None and (not isinstance(latents, torch.Tensor) or tuple(latents.shape) != tuple(shape)):
+            got = list(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"`latents` must be a tensor of shape {list(shape)} for these settings, got {got}")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The steps of a call
+
+    def _start_call(self, guidance_scale: float, attention_kwargs: dict | None) -> None:
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._current_timestep = None
+        self._interrupt = False
+        self._num_timesteps = 0
+
+    def prepare_latents(self, shape: tuple, device, generator, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Start noise, float32 (the original keeps latents and the solver in float32 whatever the DiT runs in)."""
+        if latents is not None:
+            return latents.to(device=device, dtype=torch.float32)
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
+    def set_timesteps(self, num_inference_steps: int, sigmas: list[float] | None, device) -> torch.Tensor:
+        """`scheduler.set_timesteps` with either a step count or custom (unshifted) sigmas; returns the timesteps."""
+        if sigmas is not None:
+            if "sigmas" not in inspect.signature(self.scheduler.set_timesteps).parameters:
+                raise ValueError(
+                    f"`sigmas` needs a scheduler that accepts custom sigmas; {type(self.scheduler).__name__} does not"
+                )
+            self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+        return self.scheduler.timesteps
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        negative_prompt_embeds: torch.Tensor | None,
+        condition: torch.Tensor | None = None,
+        transformer_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        begin_index: int = 0,
+    ) -> torch.Tensor:
+        """The sampling loop: one conditional and (with guidance) one unconditional DiT call per step, then a step.
+
+        `condition` [B, C', F, H, W] is concatenated to the latents along channels (I2V: mask + condition latent);
+        `transformer_kwargs` go to both calls (image tokens, VACE hints). The guided prediction is
+        `uncond + g * (cond - uncond)` as in the original; the two calls run as separate batches, each under its own
+        `cache_context`, so diffusers' cache hooks see "cond" and "uncond".
+        """
+        transformer = self.transformer
+        transformer_dtype = transformer.dtype
+        transformer_kwargs = dict(transformer_kwargs or {})
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or []
+        embeds = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+        for name, value in embeds.items():
+            if value is not None:
+                embeds[name] = value.to(transformer_dtype)
+
+        self._num_timesteps = len(timesteps)
+        self.scheduler.set_begin_index(begin_index)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
+                model_input = latents if condition is None else torch.cat([latents, condition], dim=1)
+                model_input = model_input.to(transformer_dtype)
+                timestep = t.expand(latents.shape[0])
+                cache_kwargs = {
+                    "step_index": i,
+                    "sigma": float(self.scheduler.sigmas[begin_index + i]),
+                    "num_inference_steps": len(timesteps),
+                }
+                with transformer.cache_context("cond", **cache_kwargs):
+                    noise_pred = transformer(
+                        hidden_states=model_input,
+                        timestep=timestep,
+                        encoder_hidden_states=embeds["prompt_embeds"],
+                        attention_kwargs=self._attention_kwargs,
+                        return_dict=False,
+                        **transformer_kwargs,
+                    )[0].float()
+                if self.do_classifier_free_guidance:
+                    with transformer.cache_context("uncond", **cache_kwargs):
+                        noise_uncond = transformer(
+                            hidden_states=model_input,
+                            timestep=timestep,
+                            encoder_hidden_states=embeds["negative_prompt_embeds"],
+                            attention_kwargs=self._attention_kwargs,
+                            return_dict=False,
+                            **transformer_kwargs,
+                        )[0].float()
+                    noise_pred = noise_uncond + self._guidance_scale * (noise_pred - noise_uncond)
+
+                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, **embeds}
+                    callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                    latents = callback_outputs.pop("latents", latents)
+                    for name in embeds:
+                        embeds[name] = callback_outputs.pop(name, embeds[name])
+                progress_bar.update()
+        self._current_timestep = None
+        return latents
+
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE posterior -> model space: `(z - mean) * (1 / std)`, per channel, as the original `WanVAE.encode`."""
+        mean, inv_std = self._latent_statistics(latents)
+        return (latents - mean) * inv_std
+
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Model space -> VAE latents: `z / (1 / std) + mean`, as the original `WanVAE.decode` writes it."""
+        mean, inv_std = self._latent_statistics(latents)
+        return latents / inv_std + mean
+
+    def _latent_statistics(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, self.vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(self.vae.config.latents_mean, dtype=torch.float32).view(shape)
+        inv_std = 1.0 / torch.tensor(self.vae.config.latents_std, dtype=torch.float32).view(shape)
+        return mean.to(latents.device, latents.dtype), inv_std.to(latents.device, latents.dtype)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixels [B, 3, F, H, W] in [-1, 1] -> normalised latents (the posterior mode, float32)."""
+        vae_device = get_module_execution_device(self.vae)
+        posterior = self.vae.encode(video.to(device=vae_device, dtype=self.vae.dtype)).latent_dist
+        return self.normalize_latents(posterior.mode().float())
+
+    def decode_latents(self, latents: torch.Tensor, output_type: str):
+        """Normalised latents -> frames in the requested `output_type` (`latent` returns them unchanged)."""
+        if output_type == "latent":
+            return latents
+        vae_device = get_module_execution_device(self.vae)
+        latents = self.denormalize_latents(latents.to(device=vae_device, dtype=self.vae.dtype))
+        video = self.vae.decode(latents, return_dict=False)[0]
+        return self.video_processor.postprocess_video(video, output_type=output_type)
+
+    def finish(self, video, return_dict: bool):
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (video,)
+        return WanPipelineOutput(frames=video)
+
+
+def _check_text(name: str, value) -> int:
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, list) and value and all(isinstance(text, str) for text in value):
+        return len(value)
+    raise ValueError(f"`{name}` must be a string or a non-empty list of strings, got {type(value).__name__}")
+
+
+def _model_loading_kwargs(name: str, kwargs: dict) -> dict:
+    """The `from_pretrained` arguments of a pipeline that apply to its component `name`."""
+    loading = {key: kwargs[key] for key in _MODEL_LOADING_KWARGS if key in kwargs}
+    dtype = kwargs.get("torch_dtype", kwargs.get("dtype"))
+    if isinstance(dtype, dict):
+        dtype = dtype.get(name, dtype.get("default", torch.float32))
+    if dtype is not None:
+        loading["torch_dtype"] = dtype
+    quantization_config = kwargs.get("quantization_config")
+    if quantization_config is not None and hasattr(quantization_config, "_resolve_quant_config"):
+        resolved = quantization_config._resolve_quant_config(is_diffusers=True, module_name=name)
+        if resolved is not None:
+            loading["quantization_config"] = resolved
+    return loading
