@@ -1,0 +1,774 @@
+"""AutoencoderKLWan: the causal 3D video VAE of Wan 2.1, streamed chunk by chunk.
+
+The VAE compresses a video [B, 3, 1 + 4k, H, W] in [-1, 1] into latents [B, 16, 1 + k, H/8, W/8] and back. Every
+convolution is causal in time, so a video can be processed in short chunks while carrying a small cache of the
+last input frames of each convolution (`CausalConvCache`): encoding runs the first frame, then chunks of 4 frames;
+decoding runs one latent frame at a time. Each chunk's result is written into a preallocated output, so memory
+holds the output plus the activations of one chunk, whatever the number of frames.
+
+Numerics follow the original Wan2.1 `wan/modules/vae.py` (RMS norm through `F.normalize`, 'nearest-exact'
+upsampling in float32, right/bottom zero padding before stride-2 convolutions, the first-chunk rules of the temporal
+resampling, the clamp of decoded videos). Module and parameter names follow diffusers' Hub format, so the `vae/`
+folder of the official `Wan-AI/Wan2.1-*-Diffusers` repos loads unchanged.
+
+Room for the Wan 2.2 VAE (48 latent channels, `is_residual` down/up blocks, `patch_size` 2): the encoder and
+decoder take their stage blocks from one place each (`WanEncoder3d.__init__`, `WanUpBlock`), every block has the
+same `(x, cache)` interface, and `AutoencoderKLWan._encode_into` / `_decode_into` mark where (un)patchifying goes.
+"""
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import AutoencoderMixin, DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import logging
+from diffusers.utils.accelerate_utils import apply_forward_hook
+from torch import nn
+
+logger = logging.get_logger(__name__)
+
+# Per-channel statistics of the Wan 2.1 latents (`wan/modules/vae.py`, class `WanVAE`). The pipelines normalise
+# encoded latents as (z - mean) / std and undo it before decoding; the VAE itself never applies them.
+WAN21_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+WAN21_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The causal-convolution cache
+
+
+class CausalConvCache:
+    """The trailing input frames of every causal convolution, carried from one temporal chunk to the next.
+
+    A causal convolution with a temporal kernel of k frames and a temporal stride of s needs the last k - s frames of
+    its input stream to continue it exactly (`WanCausalConv3d.history_frames`). `update` hands a convolution the
+    frames kept from the previous chunks (None on its first call) and keeps the new trailing frames, so a video run
+    chunk by chunk gives the same result as the whole video at once.
+
+    The temporal resampling layers treat the first chunk differently (the first frame of a video is never merged with
+    or split into other frames); the driving loop sets `is_first_chunk` for them. A fresh cache is made for every
+    video (and every spatial tile), so nothing leaks from one call into the next.
+
+    The cache is a plain object without a `.to` method and travels as the keyword argument `cache`, which
+    `AutoencoderKLWan._skip_keys` names: accelerate's and diffusers' offload hooks leave it where it is instead of
+    copying it (a copy would lose the updates).
+    """
+
+    def __init__(self):
+        self.is_first_chunk = True
+        self._trailing_frames: dict[nn.Module, torch.Tensor] = {}
+
+    def update(self, conv: "WanCausalConv3d", x: torch.Tensor) -> torch.Tensor | None:
+        """Return the frames kept for `conv` from earlier chunks (or None), then keep the last frames of `x`.
+
+        Shapes: `x` [B, C, T, H, W]; returned and kept tensors [B, C, <= conv.history_frames, H, W].
+        """
+        previous = self._trailing_frames.get(conv)
+        keep = conv.history_frames
+        if x.shape[2] >= keep or previous is None:
+            trailing = x[:, :, -keep:]
+        else:  # a chunk shorter than the history: the missing frames come from the previous chunks
+            trailing = torch.cat([previous[:, :, x.shape[2] - keep :], x], dim=2)
+        # clone: a slice would keep the whole chunk (or the caller's whole video) alive
+        self._trailing_frames[conv] = trailing.clone()
+        return previous
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class WanCausalConv3d(nn.Conv3d):
+    """A Conv3d that only looks back in time: the temporal padding goes in front of the first frame.
+
+    Built like `nn.Conv3d(in_channels, out_channels, kernel_size, stride, padding)`: a temporal padding p becomes 2p
+    zero frames in front and none behind, the spatial padding stays symmetric. With a `cache`, the frames kept from
+    the previous chunks replace as many of the zero frames in front (or, without temporal padding, are simply put in
+    front: the strided temporal downsampling).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+        time_padding, height_padding, width_padding = self.padding
+        # F.pad order: (left, right, top, bottom, front, back)
+        self.causal_padding = (width_padding, width_padding, height_padding, height_padding, 2 * time_padding, 0)
+        self.padding = (0, 0, 0)  # padding is applied in forward
+        # input frames the next chunk needs from this one: 2 for the 3x3x3 convs, 1 for the stride-2 temporal
+        # downsampling, 0 for the 1x1x1 convs (which therefore never touch the cache)
+        self.history_frames = self.kernel_size[0] - self.stride[0]
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
+        padding = list(self.causal_padding)
+        if cache is not None and self.history_frames > 0:
+            previous = cache.update(self, x)
+            if previous is not None:
+                x = torch.cat([previous, x], dim=2)
+                padding[4] = max(padding[4] - previous.shape[2], 0)
+        if any(padding):
+            x = F.pad(x, padding)
+        return super().forward(x)
+
+
+class WanRMSNorm(nn.Module):
+    """RMS norm over channels as the original computes it: `F.normalize(x, dim=1) * sqrt(C) * gamma`.
+
+    `F.normalize` divides by max(||x||_2, 1e-12), with no epsilon inside the square root. Half-precision inputs are
+    normalised in float32. `gamma` is [C, 1, 1, 1] for videos [B, C, T, H, W] and [C, 1, 1] for frames [N, C, H, W]
+    (`images=True`, the attention blocks).
+    """
+
+    def __init__(self, dim: int, images: bool = False):
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normalized = F.normalize(x.float() if x.element_size() < 4 else x, dim=1).to(x.dtype)
+        return normalized * self.scale * self.gamma
+
+
+class WanUpsample2x(nn.Module):
+    """Nearest-exact 2x spatial upsampling of frames [N, C, H, W], computed in float32 as the original does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x.float(), scale_factor=2.0, mode="nearest-exact").to(x.dtype)
+
+
+class WanResample(nn.Module):
+    """Halve or double H and W, and for the '3d' modes also the frame rate after the first frame.
+
+    Modes:
+    - `downsample2d`: zero-pad right and bottom by one, then a stride-2 3x3 Conv2d per frame.
+    - `downsample3d`: the same, then `time_conv` (3 frames, stride 2) merges frames. The first chunk (the first
+      frame) passes through unchanged; later chunks of 2n frames become n frames, each computed from the last frame
+      of the previous chunk and the chunk itself.
+    - `upsample2d`: nearest-exact 2x upsampling, then a 3x3 Conv2d to `upsample_out_dim` channels (default dim // 2).
+    - `upsample3d`: first `time_conv` (causal, 3 frames) doubles the channels, and the two halves become two frames
+      each; then the spatial upsampling. The first chunk skips `time_conv` (one latent frame decodes to one frame),
+      and the time conv of the second chunk starts from zero frames, not from the first chunk.
+    The spatial layers sit in `resample` (index 1 holds the weights) to keep the Hub key names.
+    """
+
+    def __init__(self, dim: int, mode: str, upsample_out_dim: int | None = None):
+        super().__init__()
+        self.mode = mode
+        upsample_out_dim = upsample_out_dim or dim // 2
+        if mode in ("upsample2d", "upsample3d"):
+            self.resample = nn.Sequential(WanUpsample2x(), nn.Conv2d(dim, upsample_out_dim, 3, padding=1))
+        elif mode in ("downsample2d", "downsample3d"):
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
+        else:
+            raise ValueError(f"`mode` must be up/downsample2d/3d, got {mode!r}")
+        if mode == "upsample3d":
+            self.time_conv = WanCausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
+        elif mode == "downsample3d":
+            self.time_conv = WanCausalConv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        if self.mode == "upsample3d" and not cache.is_first_chunk:
+            batch, channels, frames, height, width = x.shape
+            x = self.time_conv(x, cache)  # [B, 2C, T, H, W]
+            # channel half 0 -> frame 2t, half 1 -> frame 2t + 1
+            x = x.view(batch, 2, channels, frames, height, width).permute(0, 2, 3, 1, 4, 5)
+            x = x.reshape(batch, channels, 2 * frames, height, width)
+
+        batch, _, frames, _, _ = x.shape
+        x = x.permute(0, 2, 1, 3, 4).flatten(0, 1)  # [B*T, C, H, W]
+        x = self.resample(x)  # [B*T, C', H', W']
+        x = x.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)  # [B, C', T, H', W']
+
+        if self.mode == "downsample3d":
+            if cache.is_first_chunk:
+                cache.update(self.time_conv, x)  # the next chunk merges its frames with this chunk's last one
+            else:
+                x = self.time_conv(x, cache)  # [B, C, T/2, H', W']
+        return x
+
+
+class WanResidualBlock(nn.Module):
+    """RMSNorm -> SiLU -> causal 3x3x3 conv -> RMSNorm -> SiLU -> dropout -> causal 3x3x3 conv, plus a shortcut
+    (a 1x1x1 conv when the width changes)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = WanRMSNorm(in_dim)
+        self.conv1 = WanCausalConv3d(in_dim, out_dim, 3, padding=1)
+        self.norm2 = WanRMSNorm(out_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = WanCausalConv3d(out_dim, out_dim, 3, padding=1)
+        self.conv_shortcut = WanCausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        shortcut = self.conv_shortcut(x)
+        x = self.conv1(F.silu(self.norm1(x)), cache)
+        x = self.conv2(self.dropout(F.silu(self.norm2(x))), cache)
+        return x + shortcut
+
+
+class WanAttentionBlock(nn.Module):
+    """Single-head self-attention over the H*W positions of each frame (frames do not attend to each other)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = WanRMSNorm(dim, images=True)
+        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)  # output channels: query | key | value
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        batch, channels, frames, height, width = x.shape
+        x = x.permute(0, 2, 1, 3, 4).flatten(0, 1)  # [B*T, C, H, W]
+        qkv = self.to_qkv(self.norm(x)).view(batch * frames, 1, channels * 3, height * width)
+        qkv = qkv.permute(0, 1, 3, 2).contiguous()  # [B*T, 1 head, H*W, 3C]
+        query, key, value = qkv.chunk(3, dim=-1)  # each [B*T, 1, H*W, C]
+        x = F.scaled_dot_product_attention(query, key, value)  # scale 1/sqrt(C)
+        x = x.squeeze(1).permute(0, 2, 1).reshape(batch * frames, channels, height, width)
+        x = self.proj(x)
+        x = x.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)  # [B, C, T, H, W]
+        return x + identity
+
+
+class WanMidBlock(nn.Module):
+    """Residual block, attention, residual block: the bottleneck of the encoder and of the decoder."""
+
+    def __init__(self, dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.resnets = nn.ModuleList([WanResidualBlock(dim, dim, dropout), WanResidualBlock(dim, dim, dropout)])
+        self.attentions = nn.ModuleList([WanAttentionBlock(dim)])
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        x = self.resnets[0](x, cache)
+        x = self.attentions[0](x)
+        return self.resnets[1](x, cache)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoder and decoder
+
+
+class WanEncoder3d(nn.Module):
+    """Video [B, in_channels, T, H, W] -> posterior moments [B, out_channels, T', H/8, W/8] for one chunk.
+
+    Stage widths are `dim * [1] + dim * dim_mult`; every stage but the last ends in a spatial (and, where
+    `temperal_downsample` says so, temporal) downsampling. The Wan 2.1 Hub layout keeps the residual blocks and the
+    resamplers of all stages in one flat list, `down_blocks` (Wan 2.2 would put one residual down block per stage
+    there instead; every entry is called as `block(x, cache)` either way).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        dim: int,
+        dim_mult: tuple[int, ...],
+        num_res_blocks: int,
+        temperal_downsample: tuple[bool, ...],
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        widths = [dim * multiplier for multiplier in (1, *dim_mult)]
+        self.conv_in = WanCausalConv3d(in_channels, widths[0], 3, padding=1)
+        down_blocks = []
+        for stage, (in_dim, out_dim) in enumerate(zip(widths[:-1], widths[1:])):
+            for _ in range(num_res_blocks):
+                down_blocks.append(WanResidualBlock(in_dim, out_dim, dropout))
+                in_dim = out_dim
+            if stage < len(dim_mult) - 1:
+                mode = "downsample3d" if temperal_downsample[stage] else "downsample2d"
+                down_blocks.append(WanResample(out_dim, mode))
+        self.down_blocks = nn.ModuleList(down_blocks)
+        self.mid_block = WanMidBlock(widths[-1], dropout)
+        self.norm_out = WanRMSNorm(widths[-1])
+        self.conv_out = WanCausalConv3d(widths[-1], out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        x = self.conv_in(x, cache)
+        for block in self.down_blocks:
+            x = block(x, cache)
+        x = self.mid_block(x, cache)
+        return self.conv_out(F.silu(self.norm_out(x)), cache)
+
+
+class WanUpBlock(nn.Module):
+    """One decoder stage: `num_res_blocks + 1` residual blocks, then (except in the last stage) an upsampler.
+
+    The Wan 2.1 upsampler halves the channels, which is why every stage after the first starts at half the width of
+    the stage before. (Wan 2.2's residual up block, with its parameter-free shortcut, is the block to swap in here.)
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float, upsample_mode: str | None):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            WanResidualBlock(in_dim if index == 0 else out_dim, out_dim, dropout)
+            for index in range(num_res_blocks + 1)
+        )
+        # a one-element list: the Hub keys are `up_blocks.{i}.upsamplers.0.*`
+        self.upsamplers = nn.ModuleList([WanResample(out_dim, upsample_mode)]) if upsample_mode else None
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x, cache)
+        return x
+
+
+class WanDecoder3d(nn.Module):
+    """Latents [B, z_dim, 1, h, w] of one latent frame -> frames [B, out_channels, 1 or 4, 8h, 8w].
+
+    Stage widths mirror the encoder: `dim * dim_mult[-1]` for the bottleneck, then `dim * dim_mult` reversed.
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        out_channels: int,
+        dim: int,
+        dim_mult: tuple[int, ...],
+        num_res_blocks: int,
+        temperal_upsample: tuple[bool, ...],
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        widths = [dim * multiplier for multiplier in (dim_mult[-1], *reversed(dim_mult))]
+        self.conv_in = WanCausalConv3d(z_dim, widths[0], 3, padding=1)
+        self.mid_block = WanMidBlock(widths[0], dropout)
+        up_blocks = []
+        for stage, (in_dim, out_dim) in enumerate(zip(widths[:-1], widths[1:])):
+            if stage > 0:
+                in_dim //= 2  # the previous stage's upsampler halved the channels
+            upsample_mode = None
+            if stage < len(dim_mult) - 1:
+                upsample_mode = "upsample3d" if temperal_upsample[stage] else "upsample2d"
+            up_blocks.append(WanUpBlock(in_dim, out_dim, num_res_blocks, dropout, upsample_mode))
+        self.up_blocks = nn.ModuleList(up_blocks)
+        self.norm_out = WanRMSNorm(widths[-1])
+        self.conv_out = WanCausalConv3d(widths[-1], out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        x = self.conv_in(x, cache)
+        x = self.mid_block(x, cache)
+        for up_block in self.up_blocks:
+            x = up_block(x, cache)
+        return self.conv_out(F.silu(self.norm_out(x)), cache)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Spatial tiling
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """One spatial tile: the input region it reads, the output region it writes and its blending weights there.
+
+    `weight` [rows, columns] (output units) ramps linearly across the overlaps with the neighbouring tiles, so the
+    weights of all tiles sum to one at every output position; None means the tile is the whole frame.
+    """
+
+    input_rows: slice
+    input_columns: slice
+    output_rows: slice
+    output_columns: slice
+    weight: torch.Tensor | None
+
+    def read(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., self.input_rows, self.input_columns]
+
+    def write(self, output: torch.Tensor, result: torch.Tensor) -> None:
+        """Put `result` [B, C, T, rows, columns] into `output` [B, C, T, H, W] (weighted, when tiles overlap)."""
+        region = output[..., self.output_rows, self.output_columns]
+        if self.weight is None:
+            region.copy_(result)
+        else:
+            region.addcmul_(result, self.weight.to(device=region.device, dtype=region.dtype))
+
+
+def _tile_spans(length: int, tile: int, stride: int) -> list[tuple[int, int]]:
+    """[start, stop) of tiles of `tile` positions every `stride` positions, until the axis is covered."""
+    spans = [(0, min(tile, length))]
+    while spans[-1][1] < length:
+        start = spans[-1][0] + stride
+        spans.append((start, min(start + tile, length)))
+    return spans
+
+
+def _blend_ramp(length: int, overlap: int, rises: bool, falls: bool) -> torch.Tensor:
+    """1-D weights of one tile: 0, 1/overlap, ... up across the overlap with the tile before, mirrored at the end.
+
+    The tile after this one rises over exactly the positions where this one falls, so the two sum to one (the same
+    weights as diffusers' `blend_v` / `blend_h`).
+    """
+    weight = torch.ones(length, dtype=torch.float64)
+    ramp = torch.arange(overlap, dtype=torch.float64) / overlap
+    if rises:
+        weight[:overlap] = ramp
+    if falls:
+        weight[length - overlap :] = 1 - ramp
+    return weight
+
+
+def _plan_tiles(
+    size: tuple[int, int], tile: tuple[int, int], stride: tuple[int, int], output_per_input: Fraction
+) -> list[_Tile]:
+    """Tiles covering an input of `size` (rows, columns); tile and stride are in input units, as is `size`."""
+    per_axis = []
+    for length, tile_length, tile_stride in zip(size, tile, stride):
+        spans = _tile_spans(length, tile_length, tile_stride)
+        overlap = int((tile_length - tile_stride) * output_per_input)
+        axis = []
+        for index, (start, stop) in enumerate(spans):
+            output = slice(int(start * output_per_input), int(stop * output_per_input))
+            ramp = _blend_ramp(output.stop - output.start, overlap, rises=index > 0, falls=index < len(spans) - 1)
+            axis.append((slice(start, stop), output, ramp))
+        per_axis.append(axis)
+    rows, columns = per_axis
+    if len(rows) == len(columns) == 1:
+        return [_Tile(rows[0][0], columns[0][0], rows[0][1], columns[0][1], weight=None)]
+    return [
+        _Tile(in_rows, in_columns, out_rows, out_columns, weight=row_ramp[:, None] * column_ramp[None, :])
+        for in_rows, out_rows, row_ramp in rows
+        for in_columns, out_columns, column_ramp in columns
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model
+
+
+class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin):
+    r"""The Wan 2.1 causal video VAE: videos [B, 3, 1 + 4k, H, W] <-> latents [B, 16, 1 + k, H/8, W/8].
+
+    `encode` returns the posterior of the un-normalised latents; pipelines normalise them with `latents_mean` and
+    `latents_std` (`(z - mean) / std`) and undo that before `decode`. Frame counts are 1 (an image) or 1 + 4k; height
+    and width must be divisible by 8. `enable_tiling()` processes large frames in overlapping spatial tiles that are
+    blended linearly; `enable_slicing()` processes one video of a batch at a time.
+
+    Args:
+        base_dim (`int`, defaults to 96): width of the first encoder stage; stage widths are `base_dim * dim_mult`.
+        decoder_base_dim (`int`, *optional*): width of the decoder's last stage; `base_dim` when not given.
+        z_dim (`int`, defaults to 16): latent channels.
+        dim_mult (`tuple[int]`, defaults to `(1, 2, 4, 4)`): width multipliers of the stages.
+        num_res_blocks (`int`, defaults to 2): residual blocks per encoder stage (the decoder has one more).
+        attn_scales (`tuple[float]`, defaults to `()`): attention outside the middle blocks; no released Wan VAE
+            uses it and it is not supported.
+        temperal_downsample (`tuple[bool]`, defaults to `(False, True, True)`): which encoder stages also halve the
+            frame rate (the historical spelling is the Hub's config key); the decoder mirrors it.
+        dropout (`float`, defaults to 0.0): dropout inside the residual blocks.
+        latents_mean (`tuple[float]`): per-channel mean of the latents, for the pipelines (Wan 2.1 values).
+        latents_std (`tuple[float]`): per-channel standard deviation of the latents (Wan 2.1 values).
+        is_residual (`bool`, defaults to False): Wan 2.2 residual down/up blocks; not supported yet.
+        in_channels (`int`, defaults to 3): channels of the videos that are encoded.
+        out_channels (`int`, defaults to 3): channels of the decoded videos.
+        patch_size (`int`, *optional*): Wan 2.2 spatial patchification; not supported yet.
+        scale_factor_temporal (`int`, defaults to 4): frames per latent frame; must equal
+            `2 ** sum(temperal_downsample)`.
+        scale_factor_spatial (`int`, defaults to 8): pixels per latent pixel along H and W; must equal
+            `2 ** (len(dim_mult) - 1)`.
+    """
+
+    _supports_gradient_checkpointing = False
+    # what diffusers' group offloading moves as one unit
+    _group_offload_block_modules = ["quant_conv", "post_quant_conv", "encoder", "decoder"]
+    # keyword arguments accelerate's AlignDevicesHook and diffusers' group offloading must pass through untouched:
+    # the cache is shared mutable state, updated in place by every causal convolution
+    _skip_keys = ["cache"]
+
+    @register_to_config
+    def __init__(
+        self,
+        base_dim: int = 96,
+        decoder_base_dim: int | None = None,
+        z_dim: int = 16,
+        dim_mult: tuple[int, ...] = (1, 2, 4, 4),
+        num_res_blocks: int = 2,
+        attn_scales: tuple[float, ...] = (),
+        temperal_downsample: tuple[bool, ...] = (False, True, True),
+        dropout: float = 0.0,
+        latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN,
+        latents_std: tuple[float, ...] = WAN21_LATENTS_STD,
+        is_residual: bool = False,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        patch_size: int | None = None,
+        scale_factor_temporal: int | None = 4,
+        scale_factor_spatial: int | None = 8,
+    ):
+        super().__init__()
+        if is_residual or patch_size is not None:
+            raise NotImplementedError(
+                "The Wan 2.2 VAE (`is_residual=True`, `patch_size`) is not supported yet; got "
+                f"is_residual={is_residual}, patch_size={patch_size}"
+            )
+        if attn_scales:
+            raise NotImplementedError(
+                f"Attention outside the middle blocks is not supported (no released Wan VAE uses it): `attn_scales` "
+                f"must be empty, got {list(attn_scales)}"
+            )
+        if len(temperal_downsample) != len(dim_mult) - 1:
+            raise ValueError(
+                f"`temperal_downsample` needs one entry per downsampling stage ({len(dim_mult) - 1} for "
+                f"`dim_mult`={list(dim_mult)}), got {list(temperal_downsample)}"
+            )
+        temporal_factor, spatial_factor = 2 ** sum(temperal_downsample), 2 ** (len(dim_mult) - 1)
+        if scale_factor_temporal not in (None, temporal_factor) or scale_factor_spatial not in (None, spatial_factor):
+            raise ValueError(
+                f"`scale_factor_temporal` and `scale_factor_spatial` must match the architecture "
+                f"({temporal_factor} and {spatial_factor}), got {scale_factor_temporal} and {scale_factor_spatial}"
+            )
+
+        # store lists, as config.json does, so that a saved and reloaded model has an identical config
+        self.register_to_config(
+            dim_mult=list(dim_mult),
+            attn_scales=list(attn_scales),
+            temperal_downsample=list(temperal_downsample),
+            latents_mean=list(latents_mean),
+            latents_std=list(latents_std),
+        )
+
+        self.z_dim = z_dim
+        # attribute names diffusers' pipelines read (WanVACEPipeline derives its scale factors from them)
+        self.temperal_downsample = list(temperal_downsample)
+        self.temperal_upsample = self.temperal_downsample[::-1]
+        self.temporal_compression_ratio = temporal_factor
+        self.spatial_compression_ratio = spatial_factor
+
+        self.encoder = WanEncoder3d(
+            in_channels, 2 * z_dim, base_dim, dim_mult, num_res_blocks, temperal_downsample, dropout
+        )
+        self.quant_conv = WanCausalConv3d(2 * z_dim, 2 * z_dim, 1)  # -> posterior mean | log-variance
+        self.post_quant_conv = WanCausalConv3d(z_dim, z_dim, 1)
+        self.decoder = WanDecoder3d(
+            z_dim,
+            out_channels,
+            decoder_base_dim or base_dim,
+            dim_mult,
+            num_res_blocks,
+            self.temperal_upsample,
+            dropout,
+        )
+
+        self.use_slicing = False
+        self.use_tiling = False
+        # diffusers' defaults: 256x256-pixel tiles every 192 pixels, i.e. 64 pixels (8 latent rows) of overlap
+        self.tile_sample_min_height = 256
+        self.tile_sample_min_width = 256
+        self.tile_sample_stride_height = 192
+        self.tile_sample_stride_width = 192
+
+    def enable_tiling(
+        self,
+        tile_sample_min_height: int | None = None,
+        tile_sample_min_width: int | None = None,
+        tile_sample_stride_height: int | None = None,
+        tile_sample_stride_width: int | None = None,
+    ) -> None:
+        r"""Encode and decode frames larger than one tile in overlapping spatial tiles, blended linearly.
+
+        Each tile runs through the whole video (with its own cache), so memory holds the output plus one tile's
+        activations. Sizes are in pixels of the video and must be divisible by 8; frames no larger than a tile are
+        processed whole, exactly as without tiling.
+
+        Args:
+            tile_sample_min_height (`int`, *optional*): tile height in pixels (default 256).
+            tile_sample_min_width (`int`, *optional*): tile width in pixels (default 256).
+            tile_sample_stride_height (`int`, *optional*): vertical distance between tiles (default 192); tiles overlap
+                by `tile_sample_min_height - tile_sample_stride_height`, which must not exceed the stride.
+            tile_sample_stride_width (`int`, *optional*): horizontal distance between tiles (default 192).
+        """
+        tile = (
+            tile_sample_min_height or self.tile_sample_min_height,
+            tile_sample_min_width or self.tile_sample_min_width,
+        )
+        stride = (
+            tile_sample_stride_height or self.tile_sample_stride_height,
+            tile_sample_stride_width or self.tile_sample_stride_width,
+        )
+        self._check_tiling(tile, stride)
+        self.tile_sample_min_height, self.tile_sample_min_width = tile
+        self.tile_sample_stride_height, self.tile_sample_stride_width = stride
+        super().enable_tiling()
+
+    # -- encoding -------------------------------------------------------------------------------------------------
+
+    @apply_forward_hook
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
+        r"""Encode videos into the posterior over (un-normalised) latents.
+
+        Args:
+            x (`torch.Tensor`): videos [B, in_channels, 1 + 4k, H, W] in [-1, 1], H and W divisible by 8.
+            return_dict (`bool`, defaults to True): return an `AutoencoderKLOutput` instead of a tuple.
+
+        Returns:
+            `AutoencoderKLOutput(latent_dist)` (or `(latent_dist,)`), a `DiagonalGaussianDistribution` over latents
+            [B, z_dim, 1 + k, H/8, W/8].
+        """
+        self._check_video(x, "x")
+        batch, _, frames, height, width = x.shape
+        # (Wan 2.2 patchifies x here: 2x2 pixels -> channels.)
+        tiles = self._spatial_tiles((height, width), decoding=False)
+        shape = (batch, 2 * self.z_dim, self._latent_frames(frames), *self._latent_size(height, width))
+        moments = x.new_zeros(shape) if len(tiles) > 1 else x.new_empty(shape)  # tiles add up their shares
+        for batch_slice in self._batch_slices(batch):
+            self._encode_into(x[batch_slice], moments[batch_slice], tiles)
+        posterior = DiagonalGaussianDistribution(self.quant_conv(moments))
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    def _encode_into(self, x: torch.Tensor, moments: torch.Tensor, tiles: list[_Tile]) -> None:
+        """Stream `x` [B, C, T, H, W] through the encoder, tile by tile, into `moments` [B, 2*z_dim, T', H/8, W/8]."""
+        for tile in tiles:
+            cache = CausalConvCache()
+            for latent_index, frames in enumerate(self._encoder_chunks(x.shape[2])):
+                cache.is_first_chunk = latent_index == 0
+                latent = self.encoder(tile.read(x[:, :, frames]), cache=cache)  # [B, 2*z_dim, 1, h, w]
+                tile.write(moments[:, :, latent_index : latent_index + 1], latent)
+
+    def _encoder_chunks(self, num_frames: int) -> list[slice]:
+        """The first frame alone, then chunks of `temporal_compression_ratio` (4) frames: one latent frame each."""
+        step = self.temporal_compression_ratio
+        return [slice(0, 1)] + [slice(start, start + step) for start in range(1, num_frames, step)]
+
+    # -- decoding -------------------------------------------------------------------------------------------------
+
+    @apply_forward_hook
+    def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:
+        r"""Decode (un-normalised) latents into videos, clamped to [-1, 1].
+
+        Args:
+            z (`torch.Tensor`): latents [B, z_dim, T, h, w].
+            return_dict (`bool`, defaults to True): return a `DecoderOutput` instead of a tuple.
+
+        Returns:
+            `DecoderOutput(sample)` (or `(sample,)`): videos [B, out_channels, 1 + 4(T - 1), 8h, 8w].
+        """
+        self._check_latents(z, "z")
+        batch, _, latent_frames, latent_height, latent_width = z.shape
+        z = self.post_quant_conv(z)  # 1x1x1: cheap on the whole latent, as in the original
+        tiles = self._spatial_tiles((latent_height, latent_width), decoding=True)
+        frames = 1 + self.temporal_compression_ratio * (latent_frames - 1)
+        shape = (batch, self.config.out_channels, frames, *self._sample_size(latent_height, latent_width))
+        video = z.new_zeros(shape) if len(tiles) > 1 else z.new_empty(shape)  # tiles add up their shares
+        for batch_slice in self._batch_slices(batch):
+            self._decode_into(z[batch_slice], video[batch_slice], tiles)
+        # (Wan 2.2 unpatchifies the video here: channels -> 2x2 pixels.)
+        video.clamp_(-1.0, 1.0)
+        return DecoderOutput(sample=video) if return_dict else (video,)
+
+    def _decode_into(self, z: torch.Tensor, video: torch.Tensor, tiles: list[_Tile]) -> None:
+        """Stream `z` [B, z_dim, T, h, w] through the decoder, tile by tile and one latent frame at a time."""
+        for tile in tiles:
+            cache = CausalConvCache()
+            for latent_index in range(z.shape[2]):
+                cache.is_first_chunk = latent_index == 0
+                frames = self.decoder(tile.read(z[:, :, latent_index : latent_index + 1]), cache=cache)
+                start = 0 if latent_index == 0 else 1 + self.temporal_compression_ratio * (latent_index - 1)
+                tile.write(video[:, :, start : start + frames.shape[2]], frames)  # 1 frame, then 4 per latent
+
+    # -- forward --------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        sample_posterior: bool = False,
+        return_dict: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> DecoderOutput | tuple:
+        r"""Encode and decode `sample`.
+
+        Args:
+            sample (`torch.Tensor`): videos [B, in_channels, 1 + 4k, H, W] in [-1, 1].
+            sample_posterior (`bool`, defaults to False): decode a sample of the posterior instead of its mode.
+            return_dict (`bool`, defaults to True): return a `DecoderOutput` instead of a tuple.
+            generator (`torch.Generator`, *optional*): random generator for `sample_posterior`.
+        """
+        self._check_video(sample, "sample")
+        posterior = self.encode(sample).latent_dist
+        z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
+        return self.decode(z, return_dict=return_dict)
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+
+    def _batch_slices(self, batch: int) -> list[slice]:
+        return [slice(index, index + 1) for index in range(batch)] if self.use_slicing else [slice(0, batch)]
+
+    def _latent_frames(self, frames: int) -> int:
+        return 1 + (frames - 1) // self.temporal_compression_ratio
+
+    def _latent_size(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.spatial_compression_ratio, width // self.spatial_compression_ratio
+
+    def _sample_size(self, latent_height: int, latent_width: int) -> tuple[int, int]:
+        return latent_height * self.spatial_compression_ratio, latent_width * self.spatial_compression_ratio
+
+    def _spatial_tiles(self, size: tuple[int, int], decoding: bool) -> list[_Tile]:
+        """The tiles of an input frame of `size`: pixels when encoding, latent pixels when decoding.
+
+        A single tile covering the whole frame (weight None) without tiling or when the frame fits in one tile.
+        """
+        factor = self.spatial_compression_ratio
+        output_per_input = Fraction(factor) if decoding else Fraction(1, factor)
+        if not self.use_tiling:
+            return _plan_tiles(size, tile=size, stride=size, output_per_input=output_per_input)
+        tile = (self.tile_sample_min_height, self.tile_sample_min_width)
+        stride = (self.tile_sample_stride_height, self.tile_sample_stride_width)
+        self._check_tiling(tile, stride)  # the attributes may also have been set directly
+        if decoding:  # the tile sizes are given in pixels; the latent is what gets tiled
+            tile = (tile[0] // factor, tile[1] // factor)
+            stride = (stride[0] // factor, stride[1] // factor)
+        return _plan_tiles(size, tile, stride, output_per_input)
+
+    def _check_tiling(self, tile: tuple[int, int], stride: tuple[int, int]) -> None:
+        factor = self.spatial_compression_ratio
+        for name, value in zip(
+            (
+                "tile_sample_min_height",
+                "tile_sample_min_width",
+                "tile_sample_stride_height",
+                "tile_sample_stride_width",
+            ),
+            (*tile, *stride),
+        ):
+            if not isinstance(value, int) or value <= 0 or value % factor:
+                raise ValueError(f"`{name}` must be a positive multiple of {factor}, got {value!r}")
+        for axis, tile_length, tile_stride in zip(("height", "width"), tile, stride):
+            if not tile_length / 2 <= tile_stride <= tile_length:
+                raise ValueError(
+                    f"`tile_sample_stride_{axis}` must lie between half the tile and the tile "
+                    f"(`tile_sample_min_{axis}`={tile_length}), so that only neighbouring tiles overlap; "
+                    f"got {tile_stride}"
+                )
+
+    def _check_video(self, x: torch.Tensor, name: str) -> None:
+        channels, factor = self.config.in_channels, self.spatial_compression_ratio
+        if not isinstance(x, torch.Tensor) or x.ndim != 5:
+            received = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"`{name}` must be a video tensor [batch, {channels}, frames, height, width], got {received}"
+            )
+        if x.shape[1] != channels:
+            raise ValueError(f"`{name}` must have {channels} channels (dim 1), got shape {tuple(x.shape)}")
+        step = self.temporal_compression_ratio
+        if (x.shape[2] - 1) % step:
+            raise ValueError(
+                f"`{name}` must have 1 + {step}k frames (1, {1 + step}, {1 + 2 * step}, ...), got {x.shape[2]}"
+            )
+        if x.shape[3] % factor or x.shape[4] % factor:
+            raise ValueError(
+                f"The height and width of `{name}` must be divisible by {factor}, got {x.shape[3]} and {x.shape[4]}"
+            )
+
+    def _check_latents(self, z: torch.Tensor, name: str) -> None:
+        if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != self.z_dim or z.shape[2] == 0:
+            received = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(
+                f"`{name}` must be latents [batch, {self.z_dim}, latent_frames >= 1, height, width], got {received}"
+            )

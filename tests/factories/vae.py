@@ -1,0 +1,70 @@
+"""Tiny `AutoencoderKLWan`s with random weights, the same weights in diffusers' built-in class, and test videos.
+
+- `PARITY_VAE_CONFIG`: the VAE of the parity fixtures (`components/Wan2.1_VAE.pth`): the released layout (4 stages,
+  2 residual blocks each, temporal downsampling in stages 2 and 3) at base width 3 instead of 96.
+- `TINY_VAE_CONFIG`: diffusers' own test VAE (one residual block per stage, all stages 3 wide); the fastest model.
+- `tiny_vae(**overrides)`: a model of `TINY_VAE_CONFIG` (plus overrides) with random weights from a fixed seed.
+- `parity_vae()`: the fixture checkpoint converted with our key map.
+- `diffusers_twin(vae)`: diffusers' built-in `AutoencoderKLWan` with the same config and weights (the oracle).
+- `random_video(...)`, `random_latents(...)`: inputs from a fixed seed.
+"""
+
+import torch
+from diffusers import AutoencoderKLWan as DiffusersAutoencoderKLWan
+
+from wan_diffusers.conversion.vae import vae_from_original
+from wan_diffusers.models.autoencoder_kl_wan import AutoencoderKLWan
+
+from factories.parity import original_component_state_dict
+
+PARITY_VAE_CONFIG = {
+    "base_dim": 3,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "temperal_downsample": [False, True, True],
+}
+TINY_VAE_CONFIG = {
+    "base_dim": 3,
+    "z_dim": 16,
+    "dim_mult": [1, 1, 1, 1],
+    "num_res_blocks": 1,
+    "temperal_downsample": [False, True, True],
+}
+
+
+def tiny_vae(seed: int = 0, **overrides) -> AutoencoderKLWan:
+    """Random weights: PyTorch's default initialisation, and RMS-norm gains drawn around 1 (1 + 0.1 N(0, 1)) so that a
+    gain applied to the wrong layer changes the output. Outputs stay mostly inside (-1, 1), so the clamp of decoded
+    videos does not hide differences."""
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(**{**TINY_VAE_CONFIG, **overrides})
+    with torch.no_grad():
+        for name, parameter in vae.named_parameters():
+            if name.endswith("gamma"):
+                parameter.copy_(1 + 0.1 * torch.randn_like(parameter))
+    return vae.eval()
+
+
+def parity_vae() -> AutoencoderKLWan:
+    """The parity fixtures' VAE (`components/Wan2.1_VAE.pth`, original key names), converted by our key map."""
+    return vae_from_original(original_component_state_dict("Wan2.1_VAE.pth"))
+
+
+def diffusers_twin(vae: AutoencoderKLWan) -> DiffusersAutoencoderKLWan:
+    """diffusers' built-in VAE with `vae`'s config and weights (loaded strictly: the key layouts must agree)."""
+    twin = DiffusersAutoencoderKLWan.from_config(vae.config)
+    twin.load_state_dict(vae.state_dict(), strict=True)
+    return twin.eval()
+
+
+def random_video(batch: int = 1, frames: int = 9, height: int = 16, width: int = 16, seed: int = 0) -> torch.Tensor:
+    """A video [batch, 3, frames, height, width] uniform in [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, frames, height, width, generator=generator) * 2 - 1
+
+
+def random_latents(batch: int = 1, frames: int = 3, height: int = 2, width: int = 2, seed: int = 0) -> torch.Tensor:
+    """Un-normalised latents [batch, 16, frames, height, width]: standard normal."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 16, frames, height, width, generator=generator)
