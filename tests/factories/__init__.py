@@ -2,4 +2,5 @@
 
 - `parity`: paths and loaders for the original Wan2.1 reference data in `tests/fixtures/wan21_parity/`.
 - `transformer`: tiny `WanTransformer3DModel` configs (T2V, I2V, FLF2V) and inputs.
+- `vace`: tiny `WanVACETransformer3DModel` config and inputs, the VACE parity DiT and its reference cases.
 """

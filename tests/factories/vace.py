@@ -1,0 +1,79 @@
+"""Tiny WanVACETransformer3DModel configs and inputs, the VACE parity DiT converted to our layout, and its cases."""
+
+import json
+
+import torch
+
+from wan_diffusers.conversion.rules import rename_state_dict
+from wan_diffusers.conversion.transformer import TRANSFORMER_RULES, transformer_config_from_original
+
+from factories.parity import dit_references, manifest, original_dit_state_dict, task_dir
+from factories.transformer import pad_text, tiny_transformer_config
+
+# The tiny T2V transformer with 3 blocks and hints after blocks 0 and 2, so a block without a hint sits between two
+# with one (as in the releases: every 2nd block for 1.3B, every 5th for 14B).
+VACE_CONFIG = tiny_transformer_config("t2v", num_layers=3, vace_layers=[0, 2], vace_in_channels=96)
+
+
+def tiny_vace_config(**overrides) -> dict:
+    return dict(VACE_CONFIG, **overrides)
+
+
+def tiny_vace_transformer(seed: int = 0, **overrides):
+    from wan_diffusers import WanVACETransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanVACETransformer3DModel(**tiny_vace_config(**overrides)).eval()
+
+
+def tiny_vace_inputs(batch_size: int = 2, latent_shape=(3, 4, 6), text_tokens: int = 7, seed: int = 0) -> dict:
+    """Random inputs: non-square latents, fractional and integer timesteps, a control input of the latent's size."""
+    config = VACE_CONFIG
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "hidden_states": torch.randn(batch_size, config["in_channels"], *latent_shape, generator=generator),
+        "timestep": torch.tensor([999.0, 12.75, 500.0, 1.0][:batch_size]),
+        "encoder_hidden_states": torch.randn(batch_size, text_tokens, config["text_dim"], generator=generator),
+        "control_hidden_states": torch.randn(
+            batch_size, config["vace_in_channels"], *latent_shape, generator=generator
+        ),
+    }
+
+
+def parity_vace_transformer():
+    """The tiny original `VaceWanModel` of `tests/fixtures/wan21_parity/tiny-vace`, converted and loaded strictly."""
+    from wan_diffusers import WanVACETransformer3DModel
+
+    original = original_dit_state_dict("vace")
+    original_config = json.loads((task_dir("vace") / "config.json").read_text())
+    config = transformer_config_from_original(original_config, {k: tuple(v.shape) for k, v in original.items()})
+    model = WanVACETransformer3DModel(**config)
+    model.load_state_dict(rename_state_dict(original, TRANSFORMER_RULES, what="DiT"), strict=True)
+    return model.eval()
+
+
+def original_vace_cases():
+    """Yield (case, sample indices, model kwargs) for the VACE DiT references; mixed shapes (case C) run one by one.
+
+    The original's `vace_context_scale` (one number for all hint layers: 1.0, 0.6, 1.0) is passed as is.
+    """
+    references = dit_references("vace")
+    scales = {entry["case"]: entry["vace_context_scale"] for entry in manifest("vace")["dit_cases"]}
+    for case in sorted({key.split(".")[1] for key in references}):
+        count = sum(key.startswith(f"dit.{case}.x.") for key in references)
+        shapes = {tuple(references[f"dit.{case}.x.{i}"].shape) for i in range(count)}
+        groups = [list(range(count))] if len(shapes) == 1 else [[i] for i in range(count)]
+        for indices in groups:
+            yield (
+                case,
+                indices,
+                {
+                    "hidden_states": torch.stack([references[f"dit.{case}.x.{i}"] for i in indices]),
+                    "timestep": references[f"dit.{case}.t"][indices],
+                    "encoder_hidden_states": pad_text([references[f"dit.{case}.context.{i}"] for i in indices]),
+                    "control_hidden_states": torch.stack(
+                        [references[f"dit.{case}.vace_context.{i}"] for i in indices]
+                    ),
+                    "control_hidden_states_scale": scales[case],
+                },
+            )
