@@ -6,7 +6,9 @@ Hub format calls the affine cross-attention norm `norm2`, so `norm3` becomes `no
 key at all.
 """
 
-from .rules import Rule
+import re
+
+from .rules import ConversionError, Rule
 
 # Keys inside one block; the VACE hint blocks have the same body, so both prefixes share these rules.
 _BLOCK = r"(?P<block>(?:vace_)?blocks\.\d+)"
@@ -81,6 +83,24 @@ def transformer_config_from_original(
         "pos_embed_seq_len": shapes["img_emb.emb_pos"][1] if "img_emb.emb_pos" in shapes else None,
     }
     if "vace_patch_embedding.weight" in shapes:
-        config["vace_layers"] = list(original_config["vace_layers"])
+        config["vace_layers"] = _vace_layers(original_config, shapes)
         config["vace_in_channels"] = shapes["vace_patch_embedding.weight"][1]
     return config
+
+
+def _vace_layers(original_config: dict, shapes: dict[str, tuple[int, ...]]) -> list[int]:
+    """The blocks that receive a VACE hint: config.json's `vace_layers`, else `VaceWanModel`'s default (every second
+    block: 0, 2, 4, ...). Either way there must be one hint block (`vace_blocks.{j}`) per entry."""
+    num_hint_blocks = len({m.group(1) for key in shapes if (m := re.match(r"vace_blocks\.(\d+)\.", key))})
+    vace_layers = original_config.get("vace_layers")
+    if vace_layers is None:
+        vace_layers = list(range(0, original_config["num_layers"], 2))
+        source = "the original default (every second block), as config.json has no `vace_layers`"
+    else:
+        source = "config.json's `vace_layers`"
+    if len(vace_layers) != num_hint_blocks:
+        raise ConversionError(
+            f"The DiT weights have {num_hint_blocks} VACE hint blocks, but {source} lists {len(vace_layers)} layers "
+            f"({list(vace_layers)}); set `vace_layers` in config.json to the {num_hint_blocks} blocks they feed"
+        )
+    return list(vace_layers)

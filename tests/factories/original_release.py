@@ -1,0 +1,166 @@
+"""Tiny release folders in the original Wan 2.1 layout, one per released layout, built in code.
+
+A release folder holds `config.json` and the DiT safetensors (one file for the 1.3B models, shards plus
+`diffusion_pytorch_model.safetensors.index.json` for the 14B ones), `Wan2.1_VAE.pth`,
+`models_t5_umt5-xxl-enc-bf16.pth` with the `google/umt5-xxl/` tokenizer folder and, for I2V/FLF2V, the CLIP `.pth`
+and `xlm-roberta-large/` (wan21_original.md §1.3). The weights are those of the parity fixtures
+(`tests/fixtures/wan21_parity`), so a converted folder can be checked against the original's outputs; only the
+file layout differs between the layouts of one task (the real 1.3B and 14B models differ in size too, which the
+tiny fixtures cannot).
+
+`original_dit_shapes` gives the original key -> shape map of a DiT of any size, for synthetic checkpoints.
+"""
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from factories.parity import COMPONENTS_DIR, original_dit_state_dict, task_dir
+
+
+@dataclass(frozen=True)
+class Layout:
+    task: str  # the parity model whose weights it holds: t2v, i2v, flf2v, vace
+    num_shards: int  # 1: a single diffusion_pytorch_model.safetensors; more: shards + index (14B releases)
+    resolution: str | None = None  # what to pass as `resolution` (I2V: 480p or 720p)
+
+
+LAYOUTS = {
+    "t2v-1.3b": Layout("t2v", 1),
+    "t2v-14b": Layout("t2v", 3),
+    "i2v-14b-480p": Layout("i2v", 2, "480p"),
+    "i2v-14b-720p": Layout("i2v", 2, "720p"),
+    "flf2v-14b-720p": Layout("flf2v", 2, "720p"),
+    "vace-1.3b": Layout("vace", 1),
+    "vace-14b": Layout("vace", 2),
+}
+# the tiny CLIP of the fixtures has 2 heads (not visible in its weights; the released ViT-H/14 has 16)
+TINY_CLIP_NUM_HEADS = 2
+
+
+def build_release(folder: Path, layout: str, *, config_overrides: dict | None = None) -> Path:
+    """Write the tiny release folder of `layout` (a key of `LAYOUTS`) into `folder` (created); returns it.
+
+    `config_overrides` changes `config.json` (None as a value removes the field).
+    """
+    spec = LAYOUTS[layout]
+    folder.mkdir(parents=True)
+    config = json.loads((task_dir(spec.task) / "config.json").read_text())
+    for key, value in (config_overrides or {}).items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    write_dit(folder, original_dit_state_dict(spec.task), spec.num_shards)
+
+    shutil.copyfile(COMPONENTS_DIR / "Wan2.1_VAE.pth", folder / "Wan2.1_VAE.pth")
+    shutil.copyfile(COMPONENTS_DIR / "models_t5_umt5-xxl-enc-bf16.pth", folder / "models_t5_umt5-xxl-enc-bf16.pth")
+    shutil.copytree(COMPONENTS_DIR / "google", folder / "google")
+    if spec.task in ("i2v", "flf2v"):
+        clip = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+        shutil.copyfile(COMPONENTS_DIR / clip, folder / clip)
+        shutil.copytree(COMPONENTS_DIR / "xlm-roberta-large", folder / "xlm-roberta-large")
+    # The copies of read-only fixtures are read-only too; tests corrupt and delete files in these folders.
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder
+
+
+def write_dit(folder: Path, state_dict: dict[str, torch.Tensor], num_shards: int) -> None:
+    """The DiT as the releases store it: one safetensors file, or `num_shards` shards and an index json."""
+    if num_shards == 1:
+        save_file(state_dict, folder / "diffusion_pytorch_model.safetensors")
+        return
+    keys = sorted(state_dict)
+    weight_map, total_size = {}, 0
+    for shard in range(num_shards):
+        name = f"diffusion_pytorch_model-{shard + 1:05d}-of-{num_shards:05d}.safetensors"
+        part = {key: state_dict[key] for key in keys[shard::num_shards]}
+        save_file(part, folder / name)
+        weight_map.update(dict.fromkeys(part, name))
+        total_size += sum(t.numel() * t.element_size() for t in part.values())
+    index = {"metadata": {"total_size": total_size}, "weight_map": weight_map}
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def original_dit_shapes(
+    *,
+    dim: int,
+    ffn_dim: int,
+    num_layers: int,
+    in_dim: int = 16,
+    out_dim: int = 16,
+    text_dim: int = 4096,
+    freq_dim: int = 256,
+    image_dim: int | None = None,
+    flf2v: bool = False,
+    vace_layers: list[int] | None = None,
+    vace_in_dim: int = 96,
+) -> dict[str, tuple[int, ...]]:
+    """Original `WanModel` / `VaceWanModel` key -> shape (wan21_original.md §2.2, §3) for any size."""
+
+    def block(prefix: str, image: bool) -> dict[str, tuple[int, ...]]:
+        shapes = {f"{prefix}.modulation": (1, 6, dim)}
+        for attention in ("self_attn", "cross_attn"):
+            for proj in "qkvo":
+                shapes |= {
+                    f"{prefix}.{attention}.{proj}.weight": (dim, dim),
+                    f"{prefix}.{attention}.{proj}.bias": (dim,),
+                }
+            shapes |= {f"{prefix}.{attention}.norm_q.weight": (dim,), f"{prefix}.{attention}.norm_k.weight": (dim,)}
+        if image:
+            for proj in ("k_img", "v_img"):
+                shapes |= {
+                    f"{prefix}.cross_attn.{proj}.weight": (dim, dim),
+                    f"{prefix}.cross_attn.{proj}.bias": (dim,),
+                }
+            shapes[f"{prefix}.cross_attn.norm_k_img.weight"] = (dim,)
+        shapes |= {f"{prefix}.norm3.weight": (dim,), f"{prefix}.norm3.bias": (dim,)}
+        shapes |= {f"{prefix}.ffn.0.weight": (ffn_dim, dim), f"{prefix}.ffn.0.bias": (ffn_dim,)}
+        shapes |= {f"{prefix}.ffn.2.weight": (dim, ffn_dim), f"{prefix}.ffn.2.bias": (dim,)}
+        return shapes
+
+    shapes = {
+        "patch_embedding.weight": (dim, in_dim, 1, 2, 2),
+        "patch_embedding.bias": (dim,),
+        "text_embedding.0.weight": (dim, text_dim),
+        "text_embedding.0.bias": (dim,),
+        "text_embedding.2.weight": (dim, dim),
+        "text_embedding.2.bias": (dim,),
+        "time_embedding.0.weight": (dim, freq_dim),
+        "time_embedding.0.bias": (dim,),
+        "time_embedding.2.weight": (dim, dim),
+        "time_embedding.2.bias": (dim,),
+        "time_projection.1.weight": (6 * dim, dim),
+        "time_projection.1.bias": (6 * dim,),
+        "head.modulation": (1, 2, dim),
+        "head.head.weight": (4 * out_dim, dim),
+        "head.head.bias": (4 * out_dim,),
+    }
+    for i in range(num_layers):
+        shapes |= block(f"blocks.{i}", image_dim is not None)
+    if image_dim is not None:
+        shapes |= {
+            "img_emb.proj.0.weight": (image_dim,),
+            "img_emb.proj.0.bias": (image_dim,),
+            "img_emb.proj.1.weight": (image_dim, image_dim),
+            "img_emb.proj.1.bias": (image_dim,),
+            "img_emb.proj.3.weight": (dim, image_dim),
+            "img_emb.proj.3.bias": (dim,),
+            "img_emb.proj.4.weight": (dim,),
+            "img_emb.proj.4.bias": (dim,),
+        }
+        if flf2v:
+            shapes["img_emb.emb_pos"] = (1, 2 * 257, image_dim)
+    if vace_layers is not None:
+        shapes |= {"vace_patch_embedding.weight": (dim, vace_in_dim, 1, 2, 2), "vace_patch_embedding.bias": (dim,)}
+        for j in range(len(vace_layers)):
+            shapes |= block(f"vace_blocks.{j}", False)
+            shapes |= {f"vace_blocks.{j}.after_proj.weight": (dim, dim), f"vace_blocks.{j}.after_proj.bias": (dim,)}
+        shapes |= {"vace_blocks.0.before_proj.weight": (dim, dim), "vace_blocks.0.before_proj.bias": (dim,)}
+    return shapes
