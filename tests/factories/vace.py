@@ -7,7 +7,7 @@ import torch
 from wan_diffusers.conversion.rules import rename_state_dict
 from wan_diffusers.conversion.transformer import TRANSFORMER_RULES, transformer_config_from_original
 
-from factories.parity import dit_references, manifest, original_dit_state_dict, task_dir
+from factories.parity import component_references, dit_references, manifest, original_dit_state_dict, task_dir
 from factories.transformer import pad_text, tiny_transformer_config
 
 # The tiny T2V transformer with 3 blocks and hints after blocks 0 and 2, so a block without a hint sits between two
@@ -77,3 +77,55 @@ def original_vace_cases():
                     "control_hidden_states_scale": scales[case],
                 },
             )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pipelines
+
+
+def tiny_vace_pipeline(seed: int = 0):
+    """`WanVACEPipeline` from the tiny VACE transformer, the tiny VAE and text encoder, random weights."""
+    from wan_diffusers import WanVACEPipeline
+    from wan_diffusers.pipelines.sampling import default_scheduler
+
+    from factories.encoders import tiny_text_encoder, tiny_tokenizer
+    from factories.vae import tiny_vae
+
+    pipe = WanVACEPipeline(
+        tokenizer=tiny_tokenizer(),
+        text_encoder=tiny_text_encoder(VACE_CONFIG["text_dim"]),
+        vae=tiny_vae(),
+        scheduler=default_scheduler("vace"),
+        transformer=tiny_vace_transformer(seed),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def parity_vace_pipeline():
+    """The fixture's converted VACE DiT and VAE in a pipeline; text comes in as the fixture's embeddings."""
+    from wan_diffusers import WanVACEPipeline
+    from wan_diffusers.pipelines.sampling import default_scheduler
+
+    from factories.encoders import tiny_text_encoder, tiny_tokenizer
+    from factories.vae import parity_vae
+
+    pipe = WanVACEPipeline(
+        tokenizer=tiny_tokenizer(),
+        text_encoder=tiny_text_encoder(48),
+        vae=parity_vae(),
+        scheduler=default_scheduler("vace"),
+        transformer=parity_vace_transformer(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def parity_vace_sources() -> dict:
+    """The fixture's VACE sampling inputs in the pipeline's input forms (frames and images in [0, 1])."""
+    references = component_references("vace")
+    return {
+        "video": (references["sampling.vace.input_frames"][0].transpose(0, 1) + 1) / 2,  # [F, 3, H, W]
+        "mask": references["sampling.vace.input_mask"][0, 0],  # [F, H, W]
+        "reference_images": [(references[f"sampling.vace.ref_image.{i}"][0, :, 0] + 1) / 2 for i in range(2)],
+    }

@@ -20,6 +20,10 @@ import torch.nn as nn
 from diffusers.configuration_utils import register_to_config
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+# diffusers' generic `DiffusionPipeline.from_pretrained` finds how to load a component by looking its base classes up
+# in the module that model_index.json names, so `ModelMixin` must be a name of this module.
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from diffusers.utils import apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
