@@ -15,7 +15,7 @@ import diffusers
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection, T5TokenizerFast, UMT5EncoderModel
+from transformers import UMT5EncoderModel
 
 from wan_diffusers import AutoencoderKLWan, WanTransformer3DModel
 from wan_diffusers.conversion import ConversionError, convert_release
@@ -27,6 +27,12 @@ from factories.original_release import LAYOUTS, TINY_CLIP_NUM_HEADS, build_relea
 from factories.parity import component_references, dit_references, manifest, original_component_state_dict
 from testing_utils import max_rel
 
+PIPELINES = {
+    "t2v": "WanPipeline",
+    "i2v": "WanImageToVideoPipeline",
+    "flf2v": "WanImageToVideoPipeline",
+    "vace": "WanVACEPipeline",
+}
 HAS_VACE_MODEL = importlib.util.find_spec("wan_diffusers.models.transformer_wan_vace") is not None
 # VACE conversion needs the VACE transformer class (issue 6) to build its meta model
 needs_vace_model = pytest.mark.skipif(not HAS_VACE_MODEL, reason="WanVACETransformer3DModel has not landed yet")
@@ -56,6 +62,17 @@ def repos(tmp_path_factory):
     return {layout: convert(tmp_path_factory.mktemp(layout), layout) for layout in CONVERTIBLE}
 
 
+@pytest.fixture(scope="module")
+def pipelines(repos):
+    """The parity layouts' repos loaded with our pipeline classes, as users load them."""
+    import wan_diffusers
+
+    return {
+        layout: getattr(wan_diffusers, PIPELINES[LAYOUTS[layout].task]).from_pretrained(repos[layout])
+        for layout in PARITY_LAYOUTS
+    }
+
+
 def transformer_class(layout):
     if LAYOUTS[layout].task == "vace":
         from wan_diffusers import WanVACETransformer3DModel
@@ -72,12 +89,7 @@ def transformer_class(layout):
 def test_every_layout_becomes_a_complete_repo(layout, repos):
     repo, task = repos[layout], LAYOUTS[layout].task
     index = json.loads((repo / "model_index.json").read_text())
-    pipeline = {
-        "t2v": "WanPipeline",
-        "i2v": "WanImageToVideoPipeline",
-        "flf2v": "WanImageToVideoPipeline",
-        "vace": "WanVACEPipeline",
-    }[task]
+    pipeline = PIPELINES[task]
     module = "transformer_wan_vace" if task == "vace" else "transformer_wan"
     expected = {
         "_class_name": pipeline,
@@ -158,27 +170,23 @@ def original_dit_calls(task: str):
 
 @pytest.mark.parity
 @pytest.mark.parametrize("layout", PARITY_LAYOUTS)
-def test_converted_transformer_matches_the_original(layout, repos):
-    model = transformer_class(layout).from_pretrained(repos[layout] / "transformer").eval()
-    task = LAYOUTS[layout].task
-    for case, sample, kwargs, expected in original_dit_calls(task):
+def test_converted_transformer_matches_the_original(layout, pipelines):
+    pipe = pipelines[layout]
+    assert type(pipe.transformer) is transformer_class(layout) and type(pipe.vae) is AutoencoderKLWan
+    for case, sample, kwargs, expected in original_dit_calls(LAYOUTS[layout].task):
         with torch.no_grad():
-            output = model(**kwargs).sample[0]
+            output = pipe.transformer(**kwargs).sample[0]
         error = max_rel(output, expected)
         # <= 1e-5 (fixtures' README); the original's float32-vs-float64 noise floor is 3.0e-7 - 5.6e-7
         assert error <= 1e-5, f"{layout} case {case} sample {sample}: max_rel {error:.2e}"
 
 
 @pytest.mark.parity
-def test_converted_text_encoder_and_tokenizer_match_the_original(repos):
-    repo, references = repos["t2v-1.3b"], component_references("t2v")
-    tokenizer = T5TokenizerFast.from_pretrained(repo / "tokenizer")
-    encoder = UMT5EncoderModel.from_pretrained(repo / "text_encoder").eval()
-    # the prompts after the original cleaning (ftfy, html.unescape twice, whitespace collapsed), as the fixtures store
-    # them; the pipelines' own cleaning is tested against the same strings in tests/pipelines
-    cleaned = manifest("t2v")["t5_case"]["cleaned"]
-    tokens = tokenizer(
-        cleaned,
+def test_converted_text_encoder_and_tokenizer_match_the_original(pipelines):
+    pipe, references, t5_case = pipelines["t2v-1.3b"], component_references("t2v"), manifest("t2v")["t5_case"]
+    # ids and mask of the prompts after the original cleaning (ftfy, html.unescape twice, whitespace collapsed)
+    tokens = pipe.tokenizer(
+        t5_case["cleaned"],
         padding="max_length",
         truncation=True,
         max_length=512,
@@ -188,35 +196,36 @@ def test_converted_text_encoder_and_tokenizer_match_the_original(repos):
     )
     assert torch.equal(tokens.input_ids, references["t5.input_ids"])
     assert torch.equal(tokens.attention_mask, references["t5.attention_mask"])
+    # the embeddings through the pipeline, from the raw prompts (the pipeline cleans them as the original does)
     with torch.no_grad():
-        hidden = encoder(tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
-    for i, length in enumerate(tokens.attention_mask.sum(1).tolist()):
-        error = max_rel(hidden[i, :length], references[f"t5.out.{i}"])
+        embeddings, _ = pipe.encode_prompt(t5_case["prompts"], do_classifier_free_guidance=False)
+    for i, length in enumerate(t5_case["lengths"]):
+        error = max_rel(embeddings[i, :length], references[f"t5.out.{i}"])
         # <= 1e-5 (README); the original's float32-vs-float64 noise floor is 1.1e-6
         assert error <= 1e-5, f"prompt {i}: max_rel {error:.2e}"
+        assert not embeddings[i, length:].any()  # zero rows after the prompt, as the DiT's padding expects
 
 
 @pytest.mark.parity
 @pytest.mark.parametrize("layout, case", [("i2v-14b-720p", "single"), ("flf2v-14b-720p", "pair")])
-def test_converted_image_encoder_matches_the_original(layout, case, repos):
-    references = component_references(LAYOUTS[layout].task)
-    encoder = CLIPVisionModelWithProjection.from_pretrained(repos[layout] / "image_encoder").eval()
+def test_converted_image_encoder_matches_the_original(layout, case, pipelines):
+    references, encoder = component_references(LAYOUTS[layout].task), pipelines[layout].image_encoder
     with torch.no_grad():
         outputs = encoder(references[f"clip.{case}.pixel_values"], output_hidden_states=True)
     # Wan uses the hidden state after the second-to-last block: hidden_states[-2]
     error = max_rel(outputs.hidden_states[-2], references[f"clip.{case}.features"])
     # <= 1e-5 (README); the original's float32-vs-float64 noise floor is 3.3e-7
     assert error <= 1e-5, f"{case}: max_rel {error:.2e}"
-    processor = CLIPImageProcessor.from_pretrained(repos[layout] / "image_processor")
+    processor = pipelines[layout].image_processor
     image_size = encoder.config.image_size  # 32 here (16 x 16 patches of 2 pixels), 224 for the release
     assert processor.size == {"height": image_size, "width": image_size} and not processor.do_center_crop
 
 
 @pytest.mark.parity
-def test_converted_vae_is_the_vae_modules_conversion(repos):
+def test_converted_vae_is_the_vae_modules_conversion(pipelines):
     """Bit-identical weights to `vae_from_original` (whose parity with the original is tested in tests/models), and
     the original's encode output reproduced exactly with the original's normalisation arithmetic."""
-    vae = AutoencoderKLWan.from_pretrained(repos["t2v-1.3b"] / "vae").eval()
+    vae = pipelines["t2v-1.3b"].vae
     reference_vae = vae_from_original(original_component_state_dict("Wan2.1_VAE.pth"))
     public = lambda config: {key: value for key, value in config.items() if not key.startswith("_")}  # noqa: E731
     assert public(vae.config) == public(reference_vae.config)

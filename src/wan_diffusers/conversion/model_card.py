@@ -164,8 +164,9 @@ conversion.
 
 The scheduler is `FlowMatchEulerDiscreteScheduler` with shift {info.shift:g} ({info.shift_reason}). The original
 Wan2.1 uses shift 5.0 for T2V (the README recommends 8-12 for T2V-1.3B), 3.0 for I2V at 480P and 5.0 at 720P, and 16
-for FLF2V and VACE, with {_STEPS[info.task]} steps and guidance scale {_GUIDANCE[info.task]:g} for this task.
-wan-diffusers can also sample with the original UniPC / DPM++ solvers and sigma schedules; see its README.
+for FLF2V and VACE, with {_STEPS[info.task]} steps and guidance scale {_GUIDANCE[info.task]:g} for this task. To sample
+exactly as the original `generate.py` does (its UniPC solver and sigma schedule, at this shift), call
+`pipe.use_original_sampling("unipc")` (or `"dpm++"`) before generating.
 
 ## License
 
