@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import accelerate.hooks
+import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
@@ -445,7 +446,8 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
                 raise ValueError(
                     f"`sigmas` needs a scheduler that accepts custom sigmas; {type(self.scheduler).__name__} does not"
                 )
-            self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+            # a numpy array: diffusers' UniPC cannot shift a plain list
+            self.scheduler.set_timesteps(sigmas=np.asarray(sigmas, dtype=np.float64), device=device)
         else:
             self.scheduler.set_timesteps(num_inference_steps, device=device)
         return self.scheduler.timesteps

@@ -64,7 +64,7 @@ class FlowUniPCMultistepScheduler(UniPCMultistepScheduler):
             if num_inference_steps is None:
                 raise ValueError("`set_timesteps` needs `num_inference_steps` or `sigmas`, got neither")
             sigmas = original_sigmas("unipc", num_inference_steps)
-        super().set_timesteps(device=device, sigmas=sigmas, mu=mu)
+        super().set_timesteps(device=device, sigmas=np.asarray(sigmas, dtype=np.float64), mu=mu)
 
 
 class FlowDPMSolverMultistepScheduler(DPMSolverMultistepScheduler):
