@@ -103,16 +103,16 @@ def tiny_vace_pipeline(seed: int = 0):
 
 
 def parity_vace_pipeline():
-    """The fixture's converted VACE DiT and VAE in a pipeline; text comes in as the fixture's embeddings."""
+    """The fixtures' converted VACE DiT, VAE, umT5 and tokenizer in a pipeline: the original `WanVace`'s models."""
     from wan_diffusers import WanVACEPipeline
     from wan_diffusers.pipelines.sampling import default_scheduler
 
-    from factories.encoders import tiny_text_encoder, tiny_tokenizer
+    from factories.encoders import parity_text_encoder, tiny_tokenizer
     from factories.vae import parity_vae
 
     pipe = WanVACEPipeline(
         tokenizer=tiny_tokenizer(),
-        text_encoder=tiny_text_encoder(48),
+        text_encoder=parity_text_encoder(),
         vae=parity_vae(),
         scheduler=default_scheduler("vace"),
         transformer=parity_vace_transformer(),
