@@ -24,11 +24,11 @@ from wan_diffusers.pipelines.vace_inputs import (
 )
 
 from factories.parity import component_references, manifest
+from factories.pipelines import HEIGHT, NUM_FRAMES, WIDTH, call_kwargs, sample_image, sample_video
 from factories.vace import parity_vace_pipeline, parity_vace_sources, tiny_vace_config, tiny_vace_pipeline
 from factories.vae import diffusers_twin as diffusers_vae
 from testing_utils import max_abs, max_rel
 
-HEIGHT, WIDTH, NUM_FRAMES = 16, 32, 9  # 3 latent frames of 2 x 4
 TASKS = (
     "t2v",
     "r2v-1",
@@ -41,23 +41,14 @@ TASKS = (
 )
 
 
-def sample_frames(seed: int = 0, num_frames: int = NUM_FRAMES, height: int = HEIGHT, width: int = WIDTH):
-    """uint8 video [F, H, W, 3]."""
-    return np.random.default_rng(seed).integers(0, 256, (num_frames, height, width, 3), dtype=np.uint8)
-
-
-def sample_image(seed: int, height: int, width: int) -> PIL.Image.Image:
-    return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
 def task_inputs(task: str) -> dict:
     """The VACE inputs of each task, as a user would build them (mask: 1 = generate, 0 = keep)."""
-    frames = sample_frames()
+    frames = sample_video()  # float [F, H, W, 3] in [0, 1]
     mask = np.zeros((NUM_FRAMES, HEIGHT, WIDTH), dtype=np.float32)
     if task == "t2v":
         return {"height": HEIGHT, "width": WIDTH, "num_frames": NUM_FRAMES}
     if task.startswith("r2v"):
-        references = [sample_image(1, 24, 24), sample_image(2, 10, 40)][: int(task[-1])]  # fitted into a canvas
+        references = [sample_image(24, 24, seed=1), sample_image(10, 40, seed=2)][: int(task[-1])]  # canvas-fitted
         return {"reference_images": references, "height": HEIGHT, "width": WIDTH, "num_frames": NUM_FRAMES}
     if task == "control":  # e.g. depth maps or poses: the whole video is the control signal, no mask
         return {"video": list(frames)}
@@ -66,25 +57,19 @@ def task_inputs(task: str) -> dict:
     elif task == "outpainting":  # the source occupies the centre; the border is generated
         mask[:] = 1
         mask[:, 4:12, 8:24] = 0
-        frames[:, mask[0] == 1] = 127
+        frames[:, mask[0] == 1] = 0.5
     elif task == "extend-first":  # the first 5 frames are given, the rest generated
         mask[5:] = 1
-        frames[5:] = 127
+        frames[5:] = 0.5
     elif task == "extend-last":  # the last 5 frames are given, the frames before them generated
         mask[:4] = 1
-        frames[:4] = 127
+        frames[:4] = 0.5
     return {"video": list(frames), "mask": list(mask)}
 
 
 def call(pipe, **kwargs):
-    arguments = dict(
-        prompt="A cat walks on the grass.",
-        num_inference_steps=2,
-        guidance_scale=4.0,
-        generator=torch.Generator().manual_seed(0),
-        output_type="pt",
-    )
-    return pipe(**{**arguments, **kwargs}).frames
+    """A 2-step call at 16 x 32, 9 frames (the shared pipeline tests' settings), returning `frames`."""
+    return pipe(**call_kwargs("t2v", **kwargs)).frames
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,7 +241,7 @@ def test_the_conditioning_reaches_the_model():
     pipe = tiny_vace_pipeline()
     inpainting = task_inputs("inpainting")
     base = call(pipe, **inpainting, output_type="latent")
-    other_video = dict(inpainting, video=list(sample_frames(seed=5)))
+    other_video = dict(inpainting, video=list(sample_video(seed=5)))
     assert max_abs(call(pipe, **other_video, output_type="latent"), base) > 1e-4
     assert max_abs(call(pipe, **inpainting, conditioning_scale=0.0, output_type="latent"), base) > 1e-4
     two = task_inputs("r2v-2")
@@ -282,8 +267,8 @@ def test_prompt_batches_and_several_videos_per_prompt_share_the_conditioning():
 
 def test_frame_count_and_size_default_to_the_video():
     pipe = tiny_vace_pipeline()
-    frames = sample_frames(num_frames=5, height=20, width=36)  # 20 x 36 -> 16 x 32 (multiples of 16)
-    video = call(pipe, video=list(frames))
+    frames = sample_video(num_frames=5, height=20, width=36)  # 20 x 36 -> 16 x 32 (multiples of 16)
+    video = call(pipe, video=list(frames), height=None, width=None, num_frames=None)
     assert video.shape == (1, 5, 3, 16, 32)
 
 
@@ -354,7 +339,7 @@ def test_matches_diffusers_pipeline_up_to_the_reference_order():
     arguments = dict(
         prompt="A cat walks on the grass.",
         negative_prompt="",  # diffusers' default; ours defaults to the original's negative prompt
-        video=[PIL.Image.fromarray(frame) for frame in sample_frames()],
+        video=[PIL.Image.fromarray((frame * 255).astype(np.uint8)) for frame in sample_video()],
         mask=mask,
         height=HEIGHT,
         width=WIDTH,
@@ -364,7 +349,7 @@ def test_matches_diffusers_pipeline_up_to_the_reference_order():
         conditioning_scale=0.8,
         output_type="latent",
     )
-    references = [sample_image(1, HEIGHT, WIDTH), sample_image(2, HEIGHT, WIDTH)]
+    references = [PIL.Image.fromarray(sample_image(seed=seed)) for seed in (1, 2)]
 
     def run(pipe, references):
         noise = torch.randn(1, 16, 3 + len(references), 2, 4, generator=torch.Generator().manual_seed(0))
@@ -388,14 +373,15 @@ def test_matches_diffusers_pipeline_up_to_the_reference_order():
         ({"mask": list(np.ones((NUM_FRAMES, 8, WIDTH)))}, r"`mask` must have the frame count and size of `video`"),
         ({"mask": list(np.full((NUM_FRAMES, HEIGHT, WIDTH), 2.0))}, r"`mask\[0\]` .* must be in \[0, 1\]"),
         ({"reference_images": ["cat.png"]}, r"`reference_images\[0\]` must be"),
-        ({"reference_images": [sample_image(1, 8, 8), 3]}, r"`reference_images\[1\]` must be"),
-        ({"reference_images": [[sample_image(1, 8, 8)]]}, "nested list"),
+        ({"reference_images": [sample_image(8, 8), 3]}, r"`reference_images\[1\]` must be"),
+        ({"reference_images": [[sample_image(8, 8)]]}, "nested list"),
         ({"conditioning_scale": [1.0, 0.5, 0.5]}, r"`conditioning_scale` must be .* list / 1-D tensor of 2 numbers"),
         ({"conditioning_scale": "strong"}, "`conditioning_scale` must be"),
         ({"num_frames": 5}, r"`num_frames` \(5\) must match the 9 frames of `video`"),
-        ({"video": list(sample_frames(num_frames=6))[:6], "mask": None}, "4n \\+ 1"),
+        ({"video": list(sample_video(num_frames=6)), "mask": None, "num_frames": None}, "4n \\+ 1"),
         ({"video": ["frame"] * 5, "mask": None}, r"`video\[0\]` must be"),
-        ({"height": 20}, "Pass both `height` and `width`"),
+        ({"height": None}, "Pass both `height` and `width`"),
+        ({"height": 20}, "`height` must be a positive multiple of 16"),
         ({"latents": torch.zeros(1, 16, 3, 2, 4)}, r"`latents` must be a tensor of shape \[1, 16, 4, 2, 4\]"),
     ],
 )
@@ -403,7 +389,7 @@ def test_bad_inputs_raise_clear_errors(change, message):
     pipe = tiny_vace_pipeline()
     transformer_calls = []
     pipe.transformer.register_forward_pre_hook(lambda *args: transformer_calls.append(1))
-    inputs = {**task_inputs("inpainting"), "reference_images": [sample_image(1, 8, 8)], **change}
+    inputs = {**task_inputs("inpainting"), "reference_images": [sample_image(8, 8)], **change}
     with pytest.raises(ValueError, match=message):
         call(pipe, **inputs)
     assert not transformer_calls
