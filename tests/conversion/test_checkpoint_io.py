@@ -125,3 +125,21 @@ def test_pickles_with_code_are_refused(tmp_path):
     torch.save({"w": torch.ones(1), "payload": print}, tmp_path / "evil.pth")
     with pytest.raises(ConversionError, match="weights_only"):
         TensorReader([tmp_path / "evil.pth"], what="T5 encoder")
+
+
+def test_a_pth_is_mapped_afresh_as_it_is_read(tmp_path, monkeypatch):
+    """Pages of tensors already read are released with their mapping, so memory does not grow to the file's size."""
+    import wan_diffusers.conversion.checkpoint_io as checkpoint_io
+
+    torch.save({f"t{i}": torch.full((256,), float(i)) for i in range(8)}, tmp_path / "big.pth")  # 1 KiB each
+    loads = []
+    original_load = checkpoint_io._load_pth
+    monkeypatch.setattr(
+        checkpoint_io, "_load_pth", lambda file, what: loads.append(file) or original_load(file, what=what)
+    )
+    monkeypatch.setattr(checkpoint_io, "_PTH_REMAP_BYTES", 2000)  # re-map once more than 2000 bytes were read
+    reader = TensorReader([tmp_path / "big.pth"], what="T5 encoder")
+    loads.clear()  # the header read
+    values = [reader.get(f"t{i}")[0].item() for i in range(8)]
+    assert values == [float(i) for i in range(8)]
+    assert len(loads) == 4  # mapped at t0, then again at t2, t4 and t6

@@ -4,8 +4,8 @@ Memory is the point of this module. A converted 14B release is ~80 GB; holding i
 `safetensors.torch.save_file` does in versions before 0.6) is what makes conversions run out of RAM. Here:
 
 - `TensorReader` reads only headers up front (shapes and dtypes, for planning and validation), then hands out one
-  tensor at a time, with at most one checkpoint file mapped at once. `.safetensors` files are memory-mapped by
-  `safe_open`; `.pth` files are loaded with `weights_only=True` and `mmap=True`, so nothing is read before use.
+  tensor at a time: from `.safetensors` files by plain reads into a buffer of that tensor's size; from `.pth` files
+  (loaded with `weights_only=True` and `mmap=True`) through a memory map, one file at a time.
 - `write_shards` writes each output file tensor by tensor (header first, then the bytes of each tensor straight
   from its buffer), so the only tensors alive are the ones being written.
 """
@@ -37,6 +37,7 @@ _SAFETENSORS_DTYPES = {
     torch.bool: "BOOL",
 }
 _TORCH_DTYPES = {name: dtype for dtype, name in _SAFETENSORS_DTYPES.items()}
+_PTH_REMAP_BYTES = 2**30
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _SIZE_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
@@ -59,11 +60,13 @@ def parse_size(size: int | str, *, argument: str = "max_shard_size") -> int:
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """What the header of a checkpoint file says about one tensor."""
+    """What the header of a checkpoint file says about one tensor (`data_offsets`: bytes after the header, for
+    safetensors files)."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
     file: Path
+    data_offsets: tuple[int, int] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -74,8 +77,10 @@ class TensorReader:
     """The tensors of one checkpoint, spread over one or several files, read one at a time.
 
     `infos` (key -> shape, dtype, file) is read from the file headers when the reader is created; tensor data is
-    only read by `get`. At most one file is open: asking for a tensor of another file closes the current one, so
-    the pages a memory-mapped file brought in are released with it.
+    only read by `get`. A safetensors tensor is read with a plain file read into its own buffer (not through a
+    memory map, whose pages would stay in the process's memory until the file is closed), so reading a whole
+    checkpoint holds one tensor at a time. A `.pth` is memory-mapped, one file at a time, and mapped afresh after
+    every ~1 GB read so that the pages of tensors already used are released.
     """
 
     def __init__(self, files: Sequence[Path], *, what: str):
@@ -92,20 +97,23 @@ class TensorReader:
             raise ConversionError(
                 f"The {what} checkpoint stores some tensors twice:\n    " + "\n    ".join(duplicated)
             )
-        self._open_file: Path | None = None
-        self._handle = None  # safe_open handle, or the state dict of a .pth
-        self._pth_tensors: dict[str, torch.Tensor] | None = None
+        self.close()
 
     def get(self, key: str) -> torch.Tensor:
         info = self.infos[key]
-        if self._open_file != info.file:
-            self.close()
-            self._open(info.file)
         try:
-            if self._pth_tensors is not None:
-                tensor = self._pth_tensors[key]
+            if info.data_offsets is not None:
+                tensor = _read_safetensors_tensor(info)
             else:
-                tensor = self._handle.get_tensor(key)
+                # Re-map a `.pth` after every ~1 GB read: the pages of the tensors already converted are then
+                # released with the old mapping instead of piling up to the size of the file.
+                if self._pth_file != info.file or self._pth_bytes_read > _PTH_REMAP_BYTES:
+                    self.close()
+                    self._pth_tensors, self._pth_file = _load_pth(info.file, what=self.what), info.file
+                tensor = self._pth_tensors[key]
+                self._pth_bytes_read += info.nbytes
+        except ConversionError:
+            raise
         except Exception as error:  # a header that promised more data than the file holds
             raise ConversionError(
                 f"Cannot read tensor {key!r} of the {self.what} from {info.file} ({type(error).__name__}: {error}); "
@@ -119,17 +127,7 @@ class TensorReader:
         return tensor
 
     def close(self) -> None:
-        if self._handle is not None and self._pth_tensors is None:
-            self._handle.__exit__(None, None, None)
-        self._open_file, self._handle, self._pth_tensors = None, None, None
-
-    def _open(self, file: Path) -> None:
-        if file.suffix == ".safetensors":
-            self._handle = safe_open(str(file), framework="pt").__enter__()
-        else:
-            self._pth_tensors = _load_pth(file, what=self.what)
-            self._handle = self._pth_tensors
-        self._open_file = file
+        self._pth_file, self._pth_tensors, self._pth_bytes_read = None, {}, 0
 
     def __enter__(self) -> "TensorReader":
         return self
@@ -141,23 +139,43 @@ class TensorReader:
 def _read_header(file: Path, *, what: str) -> dict[str, TensorInfo]:
     if not file.is_file():
         raise ConversionError(f"The {what} file {file} does not exist")
-    if file.suffix == ".safetensors":
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                return {
-                    key: TensorInfo(
-                        tuple(handle.get_slice(key).get_shape()),
-                        _TORCH_DTYPES[handle.get_slice(key).get_dtype()],
-                        file,
-                    )
-                    for key in handle.keys()
-                }
-        except Exception as error:
-            raise ConversionError(
-                f"{file} is not a readable safetensors file ({type(error).__name__}: {error}); it may be truncated "
-                "or corrupted: download it again"
-            ) from error
-    return {key: TensorInfo(tuple(t.shape), t.dtype, file) for key, t in _load_pth(file, what=what).items()}
+    if file.suffix != ".safetensors":
+        return {key: TensorInfo(tuple(t.shape), t.dtype, file) for key, t in _load_pth(file, what=what).items()}
+    try:
+        # safe_open validates the header against the file (offsets contiguous, sizes consistent, nothing missing)
+        with safe_open(str(file), framework="pt"):
+            pass
+        with open(file, "rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(header_size))
+    except Exception as error:
+        raise ConversionError(
+            f"{file} is not a readable safetensors file ({type(error).__name__}: {error}); it may be truncated "
+            "or corrupted: download it again"
+        ) from error
+    start = 8 + header_size
+    return {
+        key: TensorInfo(
+            tuple(entry["shape"]),
+            _TORCH_DTYPES[entry["dtype"]],
+            file,
+            (start + entry["data_offsets"][0], start + entry["data_offsets"][1]),
+        )
+        for key, entry in header.items()
+        if key != "__metadata__"
+    }
+
+
+def _read_safetensors_tensor(info: TensorInfo) -> torch.Tensor:
+    begin, end = info.data_offsets
+    buffer = bytearray(end - begin)
+    with open(info.file, "rb") as handle:
+        handle.seek(begin)
+        if handle.readinto(buffer) != len(buffer):
+            raise ConversionError(f"{info.file} ends before the data its header describes; the file is truncated")
+    if not buffer:
+        return torch.empty(info.shape, dtype=info.dtype)
+    return torch.frombuffer(buffer, dtype=info.dtype).reshape(info.shape)
 
 
 def _load_pth(file: Path, *, what: str) -> dict[str, torch.Tensor]:
