@@ -459,3 +459,16 @@ def test_vace_layers_default_to_every_second_block_when_config_json_lacks_them(t
     release = build_release(tmp_path / "wrong", "vace-1.3b", config_overrides={"vace_layers": [0]})
     with pytest.raises(ConversionError, match="2 VACE hint blocks, but config.json's `vace_layers` lists 1 layers"):
         convert_release(release, tmp_path / "wrong-repo")
+
+
+def test_the_top_level_package_as_library_name_would_not_load_in_plain_diffusers(repos, tmp_path):
+    """Why model_index.json records module paths: with `["wan_diffusers", ...]` diffusers looks for `ModelMixin` on
+    the package to find a loading method, and gives up."""
+    import shutil
+
+    repo = shutil.copytree(repos["t2v-1.3b"], tmp_path / "repo")
+    index = json.loads((repo / "model_index.json").read_text())
+    index["transformer"] = ["wan_diffusers", "WanTransformer3DModel"]
+    (repo / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="does not seem to have any of the loading methods"):
+        diffusers.DiffusionPipeline.from_pretrained(repo)

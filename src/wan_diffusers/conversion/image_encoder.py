@@ -16,7 +16,7 @@ import re
 
 from transformers import CLIPVisionConfig
 
-from .rules import ConversionError, Rule
+from .rules import ConversionError, Rule, require_keys
 
 # 16 heads of 80 channels in the released ViT-H/14 (`clip_xlm_roberta_vit_h_14(vision_heads=16)`)
 RELEASED_NUM_HEADS = {1280: 16}
@@ -65,17 +65,10 @@ def image_encoder_config_from_shapes(
     `num_attention_heads` is not visible in any shape: by default the released value (16 for width 1280);
     required for other widths.
     """
-    needed = (
-        "visual.patch_embedding.weight",
-        "visual.pos_embedding",
-        "visual.transformer.0.mlp.0.weight",
-        "visual.head",
+    needed = ("visual.patch_embedding.weight", "visual.pos_embedding", "visual.transformer.0.mlp.0.weight")
+    require_keys(
+        shapes, (*needed, "visual.head"), what="the CLIP checkpoint is not the open-clip ViT Wan 2.1 releases"
     )
-    missing = [key for key in needed if key not in shapes]
-    if missing:
-        raise ConversionError(
-            "The CLIP checkpoint is not the open-clip ViT Wan 2.1 releases; it lacks " + ", ".join(missing)
-        )
     hidden_size, num_channels, _, patch_size = shapes["visual.patch_embedding.weight"]
     num_tokens = shapes["visual.pos_embedding"][1]
     grid = math.isqrt(num_tokens - 1)

@@ -104,6 +104,15 @@ def check_state_dict(
         raise ConversionError(f"The converted {what} does not fit the model:\n" + "\n".join(problems))
 
 
+def require_keys(keys: Iterable[str], needed: Iterable[str], *, what: str) -> None:
+    """Raise `ConversionError` naming every key of `needed` missing from `keys`: `what` (e.g. "the T5 checkpoint is
+    not an umT5 encoder as Wan 2.1 releases it") says what a file lacking them is."""
+    keys = set(keys)
+    missing = [key for key in needed if key not in keys]
+    if missing:
+        raise ConversionError(f"{what[0].upper()}{what[1:]}; it lacks {', '.join(missing)}")
+
+
 def _listing(title: str, items: list[str], limit: int = 20) -> str:
     shown = "\n".join(f"    {item}" for item in items[:limit])
     more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""

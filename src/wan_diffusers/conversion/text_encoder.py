@@ -18,7 +18,7 @@ import re
 
 from transformers import UMT5Config
 
-from .rules import ConversionError, Rule
+from .rules import ConversionError, Rule, require_keys
 
 _I = r"(?P<i>\d+)"
 _LAYER = r"encoder.block.\g<i>.layer"
@@ -45,17 +45,9 @@ RELATIVE_ATTENTION_MAX_DISTANCE = 128
 
 def text_encoder_config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> UMT5Config:
     """The `UMT5Config` of an original umT5 encoder checkpoint, from its weight shapes alone."""
-    needed = (
-        "token_embedding.weight",
-        "blocks.0.attn.q.weight",
-        "blocks.0.ffn.fc1.weight",
-        "blocks.0.pos_embedding.embedding.weight",
-    )
-    missing = [key for key in needed if key not in shapes]
-    if missing:
-        raise ConversionError(
-            "The T5 checkpoint is not an umT5 encoder as Wan 2.1 releases it; it lacks " + ", ".join(missing)
-        )
+    needed = ("token_embedding.weight", "blocks.0.attn.q.weight", "blocks.0.ffn.fc1.weight")
+    needed += ("blocks.0.pos_embedding.embedding.weight",)
+    require_keys(shapes, needed, what="the T5 checkpoint is not an umT5 encoder as Wan 2.1 releases it")
     vocab_size, d_model = shapes["token_embedding.weight"]
     inner_dim = shapes["blocks.0.attn.q.weight"][0]
     num_buckets, num_heads = shapes["blocks.0.pos_embedding.embedding.weight"]
