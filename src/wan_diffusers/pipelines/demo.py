@@ -41,13 +41,7 @@ def demo_tokenizer():
 
 def build_demo_pipeline(task: str = "t2v", seed: int = 0):
     """A tiny random-weight pipeline for `task` (t2v, i2v, flf2v or v2v), float32, on the CPU."""
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-        UMT5Config,
-        UMT5EncoderModel,
-    )
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
 
     from ..models.autoencoder_kl_wan import AutoencoderKLWan
     from ..models.transformer_wan import WanTransformer3DModel
@@ -111,7 +105,5 @@ def build_demo_pipeline(task: str = "t2v", seed: int = 0):
             patch_size=_CLIP_PATCH_SIZE,
         )
     ).eval()
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": _CLIP_IMAGE_SIZE}, crop_size={"height": _CLIP_IMAGE_SIZE, "width": _CLIP_IMAGE_SIZE}
-    )
-    return WanImageToVideoPipeline(**components, image_encoder=image_encoder, image_processor=image_processor)
+    # no `image_processor`: the pipelines prepare CLIP's input themselves, at `image_encoder.config.image_size`
+    return WanImageToVideoPipeline(**components, image_encoder=image_encoder)

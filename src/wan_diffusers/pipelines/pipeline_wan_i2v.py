@@ -9,7 +9,8 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.schedulers import FlowMatchEulerDiscreteScheduler
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import get_module_execution_device
-from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModelWithProjection, UMT5EncoderModel
+from transformers import AutoTokenizer, CLIPVisionModelWithProjection, UMT5EncoderModel
+from transformers.image_processing_utils import BaseImageProcessor
 
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
 from ..models.transformer_wan import WanTransformer3DModel
@@ -95,7 +96,7 @@ class WanImageToVideoPipeline(WanPipelineBase):
         scheduler: FlowMatchEulerDiscreteScheduler,
         transformer: WanTransformer3DModel,
         image_encoder: CLIPVisionModelWithProjection = None,
-        image_processor: CLIPImageProcessor = None,
+        image_processor: BaseImageProcessor = None,
     ):
         super().__init__()
         self.register_modules(

@@ -1,0 +1,249 @@
+"""The `wan-diffusers` command: `generate` a video file, `convert` an original release.
+
+    wan-diffusers generate --prompt "A cat walks on the grass" --output cat.mp4
+        a tiny random-weight pipeline built in code: runs offline on a CPU in seconds, and its frames are noise
+    wan-diffusers generate --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "..." --output cat.mp4
+        the real model (a Hub id or a local folder in the Hub format)
+    wan-diffusers convert --checkpoint-dir Wan2.1-T2V-1.3B --output-dir Wan2.1-T2V-1.3B-Diffusers
+
+`generate` samples like the original `generate.py` by default (`--sampler unipc` with the task's `--shift`); the
+other tasks take `--image` (i2v), `--image` and `--last-image` (flf2v) or `--video` (v2v).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from diffusers.utils import logging as diffusers_logging
+
+logger = diffusers_logging.get_logger(__name__)
+
+TASKS = ("t2v", "i2v", "flf2v", "v2v")
+SAMPLERS = ("unipc", "dpm++", "scheduler")
+OFFLOAD_MODES = ("none", "model", "sequential")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+# Sizes of the offline demo: small enough for a few seconds on a CPU.
+DEMO_DEFAULTS = {"height": 64, "width": 96, "frames": 17, "steps": 4, "max_area": 64 * 96}
+MODEL_DEFAULTS = {"height": 480, "width": 832, "frames": 81, "max_area": 480 * 832}
+# What to pass as --model for a real video, per task.
+HUB_MODELS = {
+    "t2v": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "i2v": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+    "flf2v": "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
+    "v2v": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wan-diffusers", description="Wan 2.1 video generation with diffusers.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,convert}")
+    _add_generate_arguments(
+        commands.add_parser("generate", help="generate a video file", description=__doc__.split("\n\n")[1])
+    )
+    from .conversion.command import add_convert_arguments
+
+    add_convert_arguments(
+        commands.add_parser("convert", help="convert an original Wan 2.1 release folder to the Hub format")
+    )
+    return parser
+
+
+def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=TASKS, default="t2v", help="what to generate (default: t2v)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a Hub repo id or a local folder in the Hub format (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers); without it, "
+        "a tiny random-weight pipeline is built in code: offline and fast, but its frames are noise",
+    )
+    parser.add_argument("--prompt", required=True, help="what the video shows")
+    parser.add_argument(
+        "--negative-prompt", default=None, help="what to avoid (default: the original's negative prompt of the task)"
+    )
+    parser.add_argument("--image", type=Path, help="first frame (i2v, flf2v)")
+    parser.add_argument("--last-image", type=Path, help="last frame (flf2v)")
+    parser.add_argument("--video", type=Path, help="input video (v2v); its first 4n + 1 frames are used")
+    parser.add_argument("--height", type=int, help="height in pixels, a multiple of 16 (t2v default 480)")
+    parser.add_argument("--width", type=int, help="width in pixels, a multiple of 16 (t2v default 832)")
+    parser.add_argument(
+        "--max-area",
+        type=int,
+        help="i2v/flf2v without --height/--width: pixel budget, the size follows the image's aspect ratio "
+        "(default 480*832; 720*1280 for the 720P models)",
+    )
+    parser.add_argument("--frames", type=int, help="number of frames, 4n + 1 (default 81)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: 50, 40 for i2v, as the original)")
+    parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default 5.0)")
+    parser.add_argument("--strength", type=float, default=0.8, help="v2v: how much of the video to redo (0-1]")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="unipc",
+        help="unipc / dpm++: the original's solvers and schedules (exact); scheduler: the model's own scheduler "
+        "(default unipc)",
+    )
+    parser.add_argument(
+        "--shift", type=float, help="flow shift (default: the original's per task: 5, 16 for flf2v; 3 suits 480P)"
+    )
+    parser.add_argument(
+        "--offload",
+        choices=OFFLOAD_MODES,
+        default="none",
+        help="model: one model at a time on the GPU (24 GB class); sequential: layer by layer (8 GB class, slow)",
+    )
+    parser.add_argument("--text-encoder-on-cpu", action="store_true", help="run the umT5 text encoder on the CPU")
+    parser.add_argument("--vae-tiling", action="store_true", help="decode the video in spatial tiles (less memory)")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="auto", help="model dtype (auto: bfloat16 on a GPU, float32 on a CPU)"
+    )
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
+    parser.add_argument("--fps", type=int, default=16, help="frames per second of the file (default 16)")
+    parser.add_argument("--output", type=Path, default=Path("output.mp4"), help="the mp4 to write")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Generate one video from parsed arguments and write it; returns the exit status (1 for bad input)."""
+    try:
+        _check_generate_arguments(args)
+        video = _generate(args)
+    except (ValueError, FileNotFoundError) as error:
+        logger.error(f"error: {error}")
+        return 1
+    from .utils.video_io import export_to_mp4
+
+    path = export_to_mp4(video, args.output, fps=args.fps)
+    logger.info(f"Wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {args.fps} fps)")
+    if args.model is None:
+        logger.info(
+            "This was the offline demo: a tiny random-weight model, so the frames are noise. For a real video add "
+            f"--model {HUB_MODELS[args.task]} (or another Wan 2.1 repo, or a converted folder)."
+        )
+    return 0
+
+
+def _check_generate_arguments(args: argparse.Namespace) -> None:
+    needs = {"i2v": ["image"], "flf2v": ["image", "last_image"], "v2v": ["video"]}.get(args.task, [])
+    for name in needs:
+        if getattr(args, name) is None:
+            raise ValueError(f"--task {args.task} needs --{name.replace('_', '-')} PATH")
+    for name in ("image", "last_image", "video"):
+        path = getattr(args, name)
+        if path is not None and name not in needs:
+            raise ValueError(f"--{name.replace('_', '-')} is not used by --task {args.task}")
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"--{name.replace('_', '-')}: no such file: {path}")
+    if args.output.suffix.lower() != ".mp4":
+        raise ValueError(f"--output must be an .mp4 file, got {args.output}")
+
+
+def _generate(args: argparse.Namespace):
+    import torch
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = _dtype(args.dtype, device)
+    pipe = _load_pipeline(args, dtype)
+    _place(pipe, args, device)
+    task_defaults = DEMO_DEFAULTS if args.model is None else MODEL_DEFAULTS
+
+    kwargs = dict(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        guidance_scale=args.guidance,
+        generator=torch.Generator("cpu").manual_seed(args.seed),
+        output_type="np",
+    )
+    steps = args.steps or (DEMO_DEFAULTS["steps"] if args.model is None else (40 if args.task == "i2v" else 50))
+    kwargs["num_inference_steps"] = steps
+    if args.task in ("t2v", "i2v", "flf2v"):
+        kwargs["num_frames"] = args.frames or task_defaults["frames"]
+    if args.task == "t2v":
+        kwargs["height"] = args.height or task_defaults["height"]
+        kwargs["width"] = args.width or task_defaults["width"]
+    else:
+        kwargs["height"], kwargs["width"] = args.height, args.width
+    if args.task in ("i2v", "flf2v"):
+        from .utils.video_io import load_image
+
+        kwargs["image"] = load_image(args.image)
+        kwargs["max_area"] = args.max_area or task_defaults["max_area"]
+        if args.task == "flf2v":
+            kwargs["last_image"] = load_image(args.last_image)
+    if args.task == "v2v":
+        kwargs["video"] = _video_frames(args)
+        kwargs["strength"] = args.strength
+        if args.height is None and args.model is None:
+            kwargs["height"], kwargs["width"] = DEMO_DEFAULTS["height"], DEMO_DEFAULTS["width"]
+
+    start = time.perf_counter()
+    frames = pipe(**kwargs).frames[0]
+    logger.info(f"Generated in {time.perf_counter() - start:.1f} s on {device}")
+    return frames
+
+
+def _load_pipeline(args: argparse.Namespace, dtype):
+    import torch
+
+    from .pipelines.sampling import DEFAULT_FLOW_SHIFT
+
+    if args.model is None:
+        from .pipelines.demo import build_demo_pipeline
+
+        logger.info(f"No --model: building the tiny random-weight {args.task} demo pipeline (its frames are noise)")
+        pipe = build_demo_pipeline(args.task)  # float32: it is tiny
+    else:
+        from . import WanImageToVideoPipeline, WanPipeline, WanVideoToVideoPipeline
+
+        cls = {"t2v": WanPipeline, "v2v": WanVideoToVideoPipeline}.get(args.task, WanImageToVideoPipeline)
+        logger.info(f"Loading {args.model} as {cls.__name__} ({str(dtype).removeprefix('torch.')}, VAE float32)")
+        pipe = cls.from_pretrained(args.model, torch_dtype={"vae": torch.float32, "default": dtype})
+    if args.sampler != "scheduler":
+        pipe.use_original_sampling(args.sampler, args.shift or DEFAULT_FLOW_SHIFT[args.task])
+    return pipe
+
+
+def _place(pipe, args: argparse.Namespace, device) -> None:
+    if args.text_encoder_on_cpu:
+        pipe.keep_text_encoder_on_cpu()
+    if args.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif args.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if args.vae_tiling:
+        pipe.vae.enable_tiling()
+
+
+def _video_frames(args: argparse.Namespace):
+    from .utils.video_io import load_video
+
+    frames = load_video(args.video, max_frames=args.frames)
+    usable = (len(frames) - 1) // 4 * 4 + 1  # the VAE needs 4n + 1 frames
+    if usable != len(frames):
+        logger.info(f"Using the first {usable} of {len(frames)} frames of {args.video} (4n + 1 frames)")
+    return frames[:usable]
+
+
+def _dtype(name: str, device):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `wan-diffusers` command; returns the exit status."""
+    from .conversion.command import _progress_to_stderr, run_convert
+
+    args = build_parser().parse_args(argv)
+    if args.command == "convert":
+        return run_convert(args)  # shows its own progress
+    with _progress_to_stderr():  # this package's INFO messages on stderr while the command runs
+        return run_generate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Reading images and videos, and writing H.264 mp4 files through imageio-ffmpeg (its bundled ffmpeg binary, so no
+system ffmpeg is needed)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+
+def export_to_mp4(frames, path: str | os.PathLike, fps: int = 16, quality: int = 8) -> Path:
+    """Write one video as an H.264 mp4 (yuv420p, playable everywhere) and return its path.
+
+    `frames`: what a pipeline returns for one video: a numpy array [F, H, W, 3] or a tensor [F, 3, H, W] with values in
+    [0, 1], a uint8 array [F, H, W, 3], or a list of PIL images. `quality` is imageio's 0-10 scale.
+    """
+    import imageio.v2 as imageio
+
+    array = _frames_to_uint8(frames)
+    if array.shape[1] % 2 or array.shape[2] % 2:
+        raise ValueError(f"`frames` must have an even height and width for H.264, got {array.shape[1:3]}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = imageio.get_writer(
+        path, format="FFMPEG", fps=fps, codec="libx264", quality=quality, pixelformat="yuv420p", macro_block_size=2
+    )
+    try:
+        for frame in array:
+            writer.append_data(frame)
+    finally:
+        writer.close()
+    return path
+
+
+def load_image(path: str | os.PathLike) -> PIL.Image.Image:
+    """An image file as an RGB PIL image."""
+    with PIL.Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def load_video(path: str | os.PathLike, max_frames: int | None = None) -> list[PIL.Image.Image]:
+    """The frames of a video file (mp4, webm, gif, ... anything ffmpeg reads) as RGB PIL images."""
+    import imageio.v2 as imageio
+
+    frames = []
+    reader = imageio.get_reader(path, format="FFMPEG")
+    try:
+        for frame in reader:
+            frames.append(PIL.Image.fromarray(np.asarray(frame)[..., :3]))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    finally:
+        reader.close()
+    if not frames:
+        raise ValueError(f"`{path}` holds no video frames")
+    return frames
+
+
+def _frames_to_uint8(frames) -> np.ndarray:
+    if isinstance(frames, list) and frames and isinstance(frames[0], PIL.Image.Image):
+        return np.stack([np.asarray(frame.convert("RGB")) for frame in frames])
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().float().cpu().permute(0, 2, 3, 1).numpy()  # [F, 3, H, W] -> [F, H, W, 3]
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"`frames` must be one video [F, H, W, 3], got shape {list(frames.shape)}")
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)

@@ -1,0 +1,132 @@
+"""The `wan-diffusers` command: the offline demo writes playable mp4 files for every task; bad arguments exit 1."""
+
+import subprocess
+import sys
+
+import imageio.v2 as imageio
+import numpy as np
+import PIL.Image
+import pytest
+
+from wan_diffusers.cli import build_parser, main
+from wan_diffusers.utils.video_io import export_to_mp4, load_video
+
+SMALL = ["--height", "32", "--width", "48", "--frames", "5", "--steps", "2"]
+
+
+def read_mp4(path) -> np.ndarray:
+    reader = imageio.get_reader(path, format="FFMPEG")
+    try:
+        assert reader.get_meta_data()["codec"] == "h264"
+        return np.stack([frame for frame in reader])  # not list(reader): its length hint is infinite
+    finally:
+        reader.close()
+
+
+def write_image(path, seed: int, size=(64, 128)):
+    PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_demo_writes_a_playable_mp4(tmp_path, capsys):
+    output = tmp_path / "cat.mp4"
+    assert main(["generate", "--prompt", "A cat walks on the grass", "--output", str(output), *SMALL]) == 0
+    frames = read_mp4(output)
+    assert frames.shape == (5, 32, 48, 3) and frames.dtype == np.uint8
+    assert frames.std() > 1  # not a blank video
+    err = capsys.readouterr().err
+    assert "2/2" in err  # the progress bar
+    assert f"Wrote {output}" in err and "frames are noise" in err
+
+
+@pytest.mark.parametrize("task", ["i2v", "flf2v", "v2v"])
+def test_demo_of_the_other_tasks(task, tmp_path):
+    inputs = []
+    if task in ("i2v", "flf2v"):
+        inputs += ["--image", str(write_image(tmp_path / "first.png", 0))]
+    if task == "flf2v":
+        inputs += ["--last-image", str(write_image(tmp_path / "last.png", 1))]
+    if task == "v2v":
+        clip = np.random.default_rng(0).random((7, 32, 48, 3))  # 7 frames: the first 5 (4n + 1) are used
+        inputs += ["--video", str(export_to_mp4(clip, tmp_path / "in.mp4")), "--strength", "0.5", "--steps", "4"]
+    output = tmp_path / "out.mp4"
+    args = ["generate", "--task", task, "--prompt", "A dog", "--output", str(output), *inputs]
+    if task == "v2v":
+        args += ["--height", "32", "--width", "48"]
+    else:
+        args += ["--max-area", str(32 * 64), "--frames", "5", "--steps", "2"]
+    assert main(args) == 0
+    frames = read_mp4(output)
+    assert frames.shape[0] == 5 and frames.shape[3] == 3
+    if task != "v2v":  # the size follows the 64 x 128 image within 32 * 64 pixels
+        assert frames.shape[1:3] == (32, 64)
+
+
+def test_generate_options(tmp_path):
+    """The original DPM++ sampler, model offloading onto the CPU, the text encoder kept on the CPU, VAE tiling."""
+    output = tmp_path / "out.mp4"
+    options = ["--sampler", "dpm++", "--shift", "3", "--offload", "model", "--device", "cpu"]
+    options += ["--text-encoder-on-cpu", "--vae-tiling", "--seed", "3", "--fps", "8"]
+    assert main(["generate", "--prompt", "A cat", "--output", str(output), *SMALL, *options]) == 0
+    reader = imageio.get_reader(output, format="FFMPEG")
+    assert reader.get_meta_data()["fps"] == 8
+    reader.close()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "i2v"], "--task i2v needs --image PATH"),
+        (["--task", "flf2v", "--image", "{first}"], "--task flf2v needs --last-image PATH"),
+        (["--task", "v2v"], "--task v2v needs --video PATH"),
+        (["--image", "{first}"], "--image is not used by --task t2v"),
+        (["--task", "i2v", "--image", "missing.png"], "--image: no such file: missing.png"),
+        (["--output", "video.gif"], "--output must be an .mp4 file"),
+        (["--height", "40"], "`height` must be a positive multiple of 16"),
+        (["--frames", "8"], r"`num_frames` must be of the form 4n \+ 1"),
+    ],
+)
+def test_bad_arguments_exit_with_a_message(args, message, tmp_path, capsys):
+    first = write_image(tmp_path / "first.png", 0)
+    args = [arg.format(first=first) for arg in args]
+    base = ["generate", "--prompt", "A cat", "--steps", "1"]
+    if "--output" not in args:
+        base += ["--output", str(tmp_path / "out.mp4")]
+    assert main(base + args) == 1
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_convert_is_wired_to_the_conversion(tmp_path, capsys):
+    parser = build_parser()
+    args = parser.parse_args(["convert", "--checkpoint-dir", str(tmp_path / "nope"), "--output-dir", str(tmp_path)])
+    assert args.command == "convert" and args.max_shard_size == "5GB"
+    assert main(["convert", "--checkpoint-dir", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "out")]) == 1
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", "--help"])
+    assert exit_info.value.code == 0 and "--checkpoint-dir" in capsys.readouterr().out
+
+
+def test_video_io_round_trip(tmp_path):
+    frames = np.random.default_rng(0).random((5, 16, 32, 3)).astype(np.float32)
+    path = export_to_mp4(frames, tmp_path / "clip.mp4")
+    loaded = load_video(path)
+    assert len(loaded) == 5 and loaded[0].size == (32, 16)
+    assert len(load_video(path, max_frames=3)) == 3
+    with pytest.raises(ValueError, match="even height and width"):
+        export_to_mp4(np.zeros((2, 15, 16, 3)), tmp_path / "odd.mp4")
+    with pytest.raises(ValueError, match=r"one video \[F, H, W, 3\]"):
+        export_to_mp4(np.zeros((1, 2, 16, 16, 3)), tmp_path / "batch.mp4")
+
+
+@pytest.mark.slow
+def test_console_entry_point(tmp_path):
+    """The installed way of running it: a fresh interpreter, as `wan-diffusers generate ...` does."""
+    output = tmp_path / "demo.mp4"
+    command = [sys.executable, "-m", "wan_diffusers.cli", "generate", "--prompt", "A cat", "--output", str(output)]
+    result = subprocess.run(command + SMALL, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert read_mp4(output).shape == (5, 32, 48, 3)
