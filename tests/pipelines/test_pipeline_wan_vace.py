@@ -231,12 +231,12 @@ def test_mask_frames_read_the_first_channel():
 def test_every_task_runs_end_to_end(task):
     pipe = tiny_vace_pipeline()
     inputs = task_inputs(task)
-    video = call(pipe, **inputs)
-    assert video.shape == (1, NUM_FRAMES, 3, HEIGHT, WIDTH)  # the reference frames are not in the video
-    assert torch.isfinite(video).all() and video.min() >= 0 and video.max() <= 1
-    latents = call(pipe, **inputs, output_type="latent")
     num_references = len(inputs.get("reference_images", []))
-    assert latents.shape == (1, 16, num_references + 3, 2, 4)
+    latents = call(pipe, **inputs, output_type="latent")
+    assert latents.shape == (1, 16, num_references + 3, 2, 4)  # one latent frame per reference in front
+    video = pipe.decode_latents(latents[:, :, num_references:], "pt")  # what output_type="pt" returns
+    assert video.shape == (1, NUM_FRAMES, 3, HEIGHT, WIDTH)
+    assert torch.isfinite(video).all() and video.min() >= 0 and video.max() <= 1
 
 
 def test_the_conditioning_reaches_the_model():
@@ -264,7 +264,7 @@ def test_prompt_batches_and_several_videos_per_prompt_share_the_conditioning():
     pipe = tiny_vace_pipeline()
     inputs = task_inputs("r2v-1")
     videos = call(pipe, **inputs, prompt=["A cat.", "A dog."], num_videos_per_prompt=2, generator=None)
-    assert videos.shape == (4, NUM_FRAMES, 3, HEIGHT, WIDTH)
+    assert videos.shape == (4, NUM_FRAMES, 3, HEIGHT, WIDTH)  # decoded without the reference frame
 
 
 def test_frame_count_and_size_default_to_the_video():
