@@ -4,5 +4,6 @@
 - `transformer`: tiny `WanTransformer3DModel` configs (T2V, I2V, FLF2V) and inputs.
 - `original_release`: tiny release folders in the original Wan 2.1 layout (every released layout: single-file and
   sharded DiTs, VAE/T5/CLIP `.pth`, tokenizer folders) for the conversion tests, and original DiT key shapes.
-- `vace`: tiny `WanVACETransformer3DModel` config and inputs, the VACE parity DiT and its reference cases.
+- `vace`: tiny `WanVACETransformer3DModel` config and inputs, the VACE parity DiT and its reference cases, tiny and
+  parity `WanVACEPipeline`s and the fixture's VACE sources in the pipeline's input forms.
 """
