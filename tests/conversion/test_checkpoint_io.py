@@ -143,3 +143,15 @@ def test_a_pth_is_mapped_afresh_as_it_is_read(tmp_path, monkeypatch):
     values = [reader.get(f"t{i}")[0].item() for i in range(8)]
     assert values == [float(i) for i in range(8)]
     assert len(loads) == 4  # mapped at t0, then again at t2, t4 and t6
+
+
+def test_headers_that_do_not_fit_their_data_are_refused(tmp_path):
+    save_file({"a": torch.ones(4), "b": torch.ones(2)}, tmp_path / "x.safetensors")
+    data = bytearray((tmp_path / "x.safetensors").read_bytes())
+    header_size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_size])
+    header["b"]["shape"] = [3]  # 12 bytes promised, 8 stored
+    text = json.dumps(header, separators=(",", ":")).encode().ljust(header_size)
+    (tmp_path / "x.safetensors").write_bytes(bytes(data[:8]) + text + bytes(data[8 + header_size :]))
+    with pytest.raises(ConversionError, match="data offsets .* do not fit F32 \\[3\\]"):
+        TensorReader([tmp_path / "x.safetensors"], what="DiT")

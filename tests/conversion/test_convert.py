@@ -23,7 +23,7 @@ from wan_diffusers.conversion.convert import ComponentConversion
 from wan_diffusers.conversion.model_card import front_matter
 from wan_diffusers.conversion.vae import vae_from_original
 
-from factories.original_release import LAYOUTS, TINY_CLIP_NUM_HEADS, build_release
+from factories.original_release import LAYOUTS, TINY_CLIP_NUM_HEADS, build_release, write_released_dit
 from factories.parity import component_references, dit_references, manifest, original_component_state_dict
 from testing_utils import max_rel
 
@@ -472,3 +472,42 @@ def test_the_top_level_package_as_library_name_would_not_load_in_plain_diffusers
     (repo / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="does not seem to have any of the loading methods"):
         diffusers.DiffusionPipeline.from_pretrained(repo)
+
+
+# Parameters (billions, 3 decimals) and tensors of the official Diffusers repos' transformers (diffusers_wan.md §1.2)
+OFFICIAL_COUNTS = {
+    "t2v-1.3b": (1.419, 825),
+    "t2v-14b": (14.288, 1095),
+    "i2v-14b": (16.395, 1303),
+    "flf2v-14b": (16.396, 1304),
+    "vace-1.3b": (2.154, 1264),
+    "vace-14b": (17.338, 1331),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_COUNTS))
+def test_released_dits_plan_to_the_official_parameter_counts(name, tmp_path):
+    """At real size (a sparse file: the header is real, the data a hole), detection names the release and the
+    conversion plan has exactly the official model's tensors; nothing is read but headers, nothing is allocated."""
+    from wan_diffusers.conversion.convert import _transformer
+    from wan_diffusers.conversion.detect import detect_release
+
+    release = build_release(tmp_path / "release", "i2v-14b-720p")  # the tiny VAE, T5 and CLIP beside it
+    (release / "diffusion_pytorch_model.safetensors.index.json").unlink()
+    for shard in release.glob("diffusion_pytorch_model-*.safetensors"):
+        shard.unlink()
+    write_released_dit(release, name)
+    detected = detect_release(release)
+    assert (
+        detected.name
+        == {
+            "t2v-1.3b": "Wan2.1-T2V-1.3B",
+            "t2v-14b": "Wan2.1-T2V-14B",
+            "i2v-14b": "Wan2.1-I2V-14B-720P",
+            "flf2v-14b": "Wan2.1-FLF2V-14B-720P",
+            "vace-1.3b": "Wan2.1-VACE-1.3B",
+            "vace-14b": "Wan2.1-VACE-14B",
+        }[name]
+    )
+    plan = _transformer(detected, torch.bfloat16)
+    assert (round(plan.num_parameters / 1e9, 3), len(plan.tensors)) == OFFICIAL_COUNTS[name]

@@ -69,6 +69,7 @@ def releases(tmp_path_factory) -> dict[str, WanRelease]:
         ("i2v", "14B", "480p", "Wan2.1-I2V-14B-480P", 3.0),
         ("i2v", "14B", "720p", "Wan2.1-I2V-14B-720P", 5.0),
         ("flf2v", "14B", "720p", "Wan2.1-FLF2V-14B-720P", 16.0),
+        ("flf2v", "14B", "480p", "Wan2.1-FLF2V-14B-720P", 16.0),  # only released at 720P (run at 480P if asked)
         ("vace", "1.3B", "480p", "Wan2.1-VACE-1.3B", 16.0),
         ("vace", "14B", "720p", "Wan2.1-VACE-14B", 16.0),
         ("t2v", None, "720p", "Wan2.1-T2V (custom size)", 5.0),

@@ -8,11 +8,14 @@ and `xlm-roberta-large/` (wan21_original.md §1.3). The weights are those of the
 file layout differs between the layouts of one task (the real 1.3B and 14B models differ in size too, which the
 tiny fixtures cannot).
 
-`original_dit_shapes` gives the original key -> shape map of a DiT of any size, for synthetic checkpoints.
+`original_dit_shapes` gives the original key -> shape map of a DiT of any size, for synthetic checkpoints, and
+`write_released_dit` writes the DiT of a released model at full size as a sparse file (real header, no data).
 """
 
 import json
+import math
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,3 +167,75 @@ def original_dit_shapes(
             shapes |= {f"vace_blocks.{j}.after_proj.weight": (dim, dim), f"vace_blocks.{j}.after_proj.bias": (dim,)}
         shapes |= {"vace_blocks.0.before_proj.weight": (dim, dim), "vace_blocks.0.before_proj.bias": (dim,)}
     return shapes
+
+
+# config.json of the released DiTs (wan21_original.md §1.3)
+RELEASED_CONFIGS = {
+    "t2v-1.3b": {"dim": 1536, "ffn_dim": 8960, "num_heads": 12, "num_layers": 30, "in_dim": 16, "model_type": "t2v"},
+    "t2v-14b": {"dim": 5120, "ffn_dim": 13824, "num_heads": 40, "num_layers": 40, "in_dim": 16, "model_type": "t2v"},
+    "i2v-14b": {"dim": 5120, "ffn_dim": 13824, "num_heads": 40, "num_layers": 40, "in_dim": 36, "model_type": "i2v"},
+    "flf2v-14b": {
+        "dim": 5120,
+        "ffn_dim": 13824,
+        "num_heads": 40,
+        "num_layers": 40,
+        "in_dim": 36,
+        "model_type": "flf2v",
+    },
+    "vace-1.3b": {
+        "dim": 1536,
+        "ffn_dim": 8960,
+        "num_heads": 12,
+        "num_layers": 30,
+        "in_dim": 16,
+        "model_type": "vace",
+        "vace_layers": list(range(0, 30, 2)),
+        "vace_in_dim": 96,
+    },
+    "vace-14b": {
+        "dim": 5120,
+        "ffn_dim": 13824,
+        "num_heads": 40,
+        "num_layers": 40,
+        "in_dim": 16,
+        "model_type": "vace",
+        "vace_layers": list(range(0, 40, 5)),
+        "vace_in_dim": 96,
+    },
+}
+
+
+def write_released_dit(folder: Path, name: str) -> None:
+    """`config.json` and the DiT of a released model at its real size, as a *sparse* file: the header is real, the
+    data is a hole (no disk space, reads as zeros), which is all that detection and conversion planning read."""
+    config = {
+        "_class_name": "WanModel",
+        "_diffusers_version": "0.30.0",
+        "eps": 1e-06,
+        "freq_dim": 256,
+        "out_dim": 16,
+        "text_len": 512,
+        **RELEASED_CONFIGS[name],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    shapes = original_dit_shapes(
+        dim=config["dim"],
+        ffn_dim=config["ffn_dim"],
+        num_layers=config["num_layers"],
+        in_dim=config["in_dim"],
+        image_dim=1280 if config["model_type"] in ("i2v", "flf2v") else None,
+        flf2v=config["model_type"] == "flf2v",
+        vace_layers=config.get("vace_layers"),
+        vace_in_dim=config.get("vace_in_dim", 96),
+    )
+    header, offset = {}, 0
+    for key, shape in sorted(shapes.items()):
+        size = 4 * math.prod(shape)
+        header[key] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    header_bytes = json.dumps(header).encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)
+    with open(folder / "diffusion_pytorch_model.safetensors", "wb") as file:
+        file.write(struct.pack("<Q", len(header_bytes)) + header_bytes)
+        file.truncate(8 + len(header_bytes) + offset)

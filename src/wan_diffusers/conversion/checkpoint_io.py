@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from .rules import ConversionError
 
@@ -142,28 +141,36 @@ def _read_header(file: Path, *, what: str) -> dict[str, TensorInfo]:
     if file.suffix != ".safetensors":
         return {key: TensorInfo(tuple(t.shape), t.dtype, file) for key, t in _load_pth(file, what=what).items()}
     try:
-        # safe_open validates the header against the file (offsets contiguous, sizes consistent, nothing missing)
-        with safe_open(str(file), framework="pt"):
-            pass
-        with open(file, "rb") as handle:
-            (header_size,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(header_size))
+        return _parse_safetensors_header(file)
     except Exception as error:
         raise ConversionError(
             f"{file} is not a readable safetensors file ({type(error).__name__}: {error}); it may be truncated "
             "or corrupted: download it again"
         ) from error
-    start = 8 + header_size
-    return {
-        key: TensorInfo(
-            tuple(entry["shape"]),
-            _TORCH_DTYPES[entry["dtype"]],
-            file,
-            (start + entry["data_offsets"][0], start + entry["data_offsets"][1]),
-        )
-        for key, entry in header.items()
-        if key != "__metadata__"
-    }
+
+
+def _parse_safetensors_header(file: Path) -> dict[str, TensorInfo]:
+    """The tensors a safetensors header describes, checked against the file as the safetensors library checks them
+    (known dtypes, sizes matching shapes, data contiguous and exactly filling the file), without mapping the file:
+    mapping a 60 GB file fails on machines that limit virtual memory, and reading needs no map."""
+    with open(file, "rb") as handle:
+        (header_size,) = struct.unpack("<Q", handle.read(8))
+        if header_size > file.stat().st_size - 8:
+            raise ValueError(f"header of {header_size} bytes in a file of {file.stat().st_size}")
+        header = json.loads(handle.read(header_size))
+    start, end, infos = 8 + header_size, 0, {}
+    entries = sorted(
+        ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda item: item[1]["data_offsets"]
+    )
+    for key, entry in entries:
+        shape, dtype, (begin, stop) = tuple(entry["shape"]), _TORCH_DTYPES[entry["dtype"]], entry["data_offsets"]
+        if begin != end or stop - begin != _numel(shape) * _itemsize(dtype):
+            raise ValueError(f"tensor {key!r}: data offsets {[begin, stop]} do not fit {entry['dtype']} {list(shape)}")
+        infos[key] = TensorInfo(shape, dtype, file, (start + begin, start + stop))
+        end = stop
+    if start + end != file.stat().st_size:
+        raise ValueError(f"the header describes {start + end} bytes, the file has {file.stat().st_size}")
+    return infos
 
 
 def _read_safetensors_tensor(info: TensorInfo) -> torch.Tensor:

@@ -130,7 +130,23 @@ def plan_components(
     }
     if release.clip_checkpoint is not None:
         components["image_encoder"] = _image_encoder(release, dtype, clip_num_heads)
+    _check_widths(components)
     return components
+
+
+def _check_widths(components: dict[str, ComponentConversion]) -> None:
+    """The encoders' output widths must be what the DiT reads: files of different releases do not mix."""
+    transformer = components["transformer"].model.config
+    widths = [("T5 encoder", components["text_encoder"].model.config.d_model, "text_dim", transformer.text_dim)]
+    if "image_encoder" in components:
+        clip_width = components["image_encoder"].model.config.hidden_size
+        widths.append(("CLIP vision tower", clip_width, "image_dim", transformer.image_dim))
+    for what, width, field, expected in widths:
+        if width != expected:
+            raise ConversionError(
+                f"The {what} outputs {width} channels but the DiT's {field} is {expected}; the checkpoints come from "
+                "different models"
+            )
 
 
 def model_index(release: WanRelease, components: dict[str, ComponentConversion]) -> dict:

@@ -73,7 +73,8 @@ class WanRelease:
         task = {"t2v": "T2V", "i2v": "I2V", "flf2v": "FLF2V", "vace": "VACE"}[self.task]
         if self.size is None:
             return f"Wan2.1-{task} (custom size)"
-        suffix = f"-{self.resolution.upper()}" if self.task in ("i2v", "flf2v") else ""
+        # I2V was released at 480P and 720P, FLF2V at 720P only; T2V and VACE names carry no resolution
+        suffix = {"i2v": f"-{self.resolution.upper()}", "flf2v": "-720P"}.get(self.task, "")
         return f"Wan2.1-{task}-{self.size}{suffix}"
 
     @property
