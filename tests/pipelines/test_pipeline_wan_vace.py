@@ -286,6 +286,22 @@ def test_callbacks_see_the_latents_with_the_reference_frames():
     assert shapes == [(1, 16, 5, 2, 4)] * 2 and latents.abs().max() == 0
 
 
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_cpu_offload_hooks_leave_outputs_unchanged(mode, monkeypatch):
+    """The VAE runs before the transformer here (the control latents): the hooks must cope with that order."""
+    import accelerate
+
+    cpu_offload = accelerate.cpu_offload
+    # diffusers offloads to "cpu:0" on a CPU-only machine, where accelerate's sequential hooks fail: use "cpu"
+    monkeypatch.setattr(accelerate, "cpu_offload", lambda model, device=None, **kw: cpu_offload(model, "cpu", **kw))
+    pipe = tiny_vace_pipeline()
+    inputs = {**task_inputs("inpainting"), "reference_images": [sample_image(8, 8)]}
+    expected = call(pipe, **inputs, output_type="latent")
+    getattr(pipe, f"enable_{mode}_cpu_offload")(device="cpu")
+    assert hasattr(pipe.vae, "_hf_hook") or any(hasattr(m, "_hf_hook") for m in pipe.vae.modules())
+    assert torch.equal(call(pipe, **inputs, output_type="latent"), expected)  # one device: bit-identical
+
+
 def test_save_and_load_round_trip(tmp_path):
     pipe = tiny_vace_pipeline()
     inputs = task_inputs("inpainting")
