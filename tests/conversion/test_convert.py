@@ -511,3 +511,13 @@ def test_released_dits_plan_to_the_official_parameter_counts(name, tmp_path):
     )
     plan = _transformer(detected, torch.bfloat16)
     assert (round(plan.num_parameters / 1e9, 3), len(plan.tensors)) == OFFICIAL_COUNTS[name]
+
+
+def test_encoders_of_another_model_are_refused(tmp_path):
+    """A released 1.3B DiT (text width 4096) beside the tiny T5 (width 48): the files come from different models."""
+    release = build_release(tmp_path / "release", "t2v-1.3b")
+    (release / "diffusion_pytorch_model.safetensors").unlink()
+    write_released_dit(release, "t2v-1.3b")
+    with pytest.raises(ConversionError, match="The T5 encoder outputs 48 channels but the DiT's text_dim is 4096"):
+        convert_release(release, tmp_path / "repo")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["release"]
