@@ -349,9 +349,12 @@ class WanTransformerBlock(nn.Module):
         temb: torch.Tensor,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         encoder_hidden_states_image: torch.Tensor | None = None,
+        hint: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # hidden_states (B, S, D) float32 residual stream; encoder_hidden_states (B, 512, D) in the compute dtype,
-        # which is also the dtype every sub-layer is fed; temb (B, 6, D) float32.
+        # which is also the dtype every sub-layer is fed; temb (B, 6, D) float32; hint (B, S, D) float32: a VACE
+        # control hint (already scaled) added to the block's output, inside the block so that cache hooks that
+        # skip blocks (FirstBlockCache, MagCache) account for it.
         compute_dtype = encoder_hidden_states.dtype
         shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
             self.scale_shift_table.float() + temb.float()
@@ -375,6 +378,8 @@ class WanTransformerBlock(nn.Module):
         norm_hidden_states = modulate(self.norm3(hidden_states), c_shift_msa, c_scale_msa).to(compute_dtype)
         ff_output = self.ffn(norm_hidden_states)
         hidden_states = hidden_states + ff_output.float() * c_gate_msa
+        if hint is not None:
+            hidden_states = hidden_states + hint
         return hidden_states
 
 

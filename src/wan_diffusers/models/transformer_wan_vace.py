@@ -245,12 +245,17 @@ class WanVACETransformer3DModel(WanTransformer3DModel):
 
         # 4. main blocks; block `vace_layers[n]` adds hint n times its scale to its output
         for index, block in enumerate(self.blocks):
-            hidden_states = self._run_block(
-                block, hidden_states, encoder_hidden_states, timestep_proj, rotary_emb, encoder_hidden_states_image
-            )
             position = self._hint_positions.get(index)
-            if position is not None:
-                hidden_states = hidden_states + hints[position].to(hidden_states.device) * hint_scales[position]
+            hint = None if position is None else hints[position].to(hidden_states.device) * hint_scales[position]
+            hidden_states = self._run_block(
+                block,
+                hidden_states,
+                encoder_hidden_states,
+                timestep_proj,
+                rotary_emb,
+                encoder_hidden_states_image,
+                hint,
+            )
 
         # 5. output head and unpatchify
         output = self._unpatchify(self._output_head(hidden_states, temb, compute_dtype), grid)
