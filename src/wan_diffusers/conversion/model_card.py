@@ -158,13 +158,13 @@ repo names by itself. Without wan-diffusers, pass diffusers' own classes, which 
 {table}
 
 {_count(total)} parameters in all. Every original tensor was mapped by an explicit key map (each original key matched
-by exactly one rule), every target tensor filled, every shape checked; CLIP's text tower and logit scale are the
-only tensors left out (Wan never runs them). Sizes the weights do not show are the released values unless set at
-conversion.
+by exactly one rule), every target tensor filled, every shape checked{_left_out(info)}. Sizes the weights do not show
+are the released values unless set at conversion.
 
-The scheduler is `FlowMatchEulerDiscreteScheduler` with shift {info.shift:g} ({info.shift_reason}). The original
-Wan2.1 uses shift 5.0 for T2V (the README recommends 8-12 for T2V-1.3B), 3.0 for I2V at 480P and 5.0 at 720P, and 16
-for FLF2V and VACE, with {_STEPS[info.task]} steps and guidance scale {_GUIDANCE[info.task]:g} for this task. To sample
+The scheduler is `FlowMatchEulerDiscreteScheduler` with shift {info.shift:g} ({info.shift_reason}). The original's
+`generate.py` uses shift 5.0 for T2V (its README recommends 8-12 for T2V-1.3B, whose default here is 8), 3.0 for
+I2V at 480P and 5.0 at 720P, and 16 for FLF2V and VACE, with {_STEPS[info.task]} steps and guidance scale
+{_GUIDANCE[info.task]:g} for this task. To sample
 exactly as the original `generate.py` does (its UniPC solver and sigma schedule, at this shift), call
 `pipe.use_original_sampling("unipc")` (or `"dpm++"`) before generating.
 
@@ -212,6 +212,12 @@ def _usage(info: ModelCardInfo) -> str:
 
 def _diffusers_transformer(info: ModelCardInfo) -> str:
     return "WanVACETransformer3DModel" if info.task == "vace" else "WanTransformer3DModel"
+
+
+def _left_out(info: ModelCardInfo) -> str:
+    if info.task not in ("i2v", "flf2v"):
+        return ""
+    return "; CLIP's text tower and logit scale are the only tensors left out (Wan never runs them)"
 
 
 def _transformer_module(info: ModelCardInfo) -> str:
