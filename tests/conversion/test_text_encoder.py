@@ -41,21 +41,10 @@ def test_config_of_the_tiny_encoder_is_read_from_its_weights():
 def test_config_of_the_released_encoder_is_the_official_one():
     """The values of the `text_encoder/config.json` of the official Wan2.1 Diffusers repos (diffusers_wan.md §1.1)."""
     config = text_encoder_config_from_shapes(released_umt5_xxl_shapes())
-    official = dict(
-        d_model=4096,
-        d_ff=10240,
-        d_kv=64,
-        num_heads=64,
-        num_layers=24,
-        feed_forward_proj="gated-gelu",
-        dense_act_fn="gelu_new",
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        layer_norm_epsilon=1e-6,
-        pad_token_id=0,
-        eos_token_id=1,
-        vocab_size=256384,
-    )
+    sizes = {"d_model": 4096, "d_ff": 10240, "d_kv": 64, "num_heads": 64, "num_layers": 24, "vocab_size": 256384}
+    relative_attention = {"relative_attention_num_buckets": 32, "relative_attention_max_distance": 128}
+    rest = {"feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu_new", "layer_norm_epsilon": 1e-6}
+    official = sizes | relative_attention | rest | {"pad_token_id": 0, "eos_token_id": 1}
     assert {key: getattr(config, key) for key in official} == official
     assert config.architectures == ["UMT5EncoderModel"]
 
