@@ -6,4 +6,8 @@
   sharded DiTs, VAE/T5/CLIP `.pth`, tokenizer folders) for the conversion tests, and original DiT key shapes.
 - `vace`: tiny `WanVACETransformer3DModel` config and inputs, the VACE parity DiT and its reference cases, tiny and
   parity `WanVACEPipeline`s and the fixture's VACE sources in the pipeline's input forms.
+- `encoders`: the fixtures' tiny umT5 tokenizer, tiny random umT5 / CLIP vision encoders, and the fixtures' original
+  T5 and CLIP checkpoints converted.
+- `pipelines`: tiny pipelines for every task (t2v, i2v, flf2v, v2v), the arguments of a fast call, test images and
+  videos, and pipelines holding the parity fixtures' converted models.
 """
