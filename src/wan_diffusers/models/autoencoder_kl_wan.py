@@ -108,15 +108,28 @@ class WanCausalConv3d(nn.Conv3d):
         self.history_frames = self.kernel_size[0] - self.stride[0]
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
-        padding = list(self.causal_padding)
-        if cache is not None and self.history_frames > 0:
-            previous = cache.update(self, x)
-            if previous is not None:
-                x = torch.cat([previous, x], dim=2)
-                padding[4] = max(padding[4] - previous.shape[2], 0)
-        if any(padding):
-            x = F.pad(x, padding)
-        return super().forward(x)
+        previous = cache.update(self, x) if cache is not None and self.history_frames > 0 else None
+        return super().forward(self._pad(x, previous))
+
+    def _pad(self, x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """[previous frames | x] with zero frames in front (as many as `previous` lacks) and zero borders.
+
+        The same tensor as `F.pad(torch.cat([previous, x], dim=2), padding)`, built in one allocation: the
+        concatenation would be a second copy of the chunk, alive at the same time.
+        """
+        left, right, top, bottom, front, _ = self.causal_padding
+        pieces = [x] if previous is None else [previous, x]
+        front = max(front - sum(piece.shape[2] for piece in pieces[:-1]), 0)
+        if not (left or top or front or len(pieces) > 1):
+            return x
+        batch, channels, frames, height, width = x.shape
+        frames += front + sum(piece.shape[2] for piece in pieces[:-1])
+        padded = x.new_zeros(batch, channels, frames, top + height + bottom, left + width + right)
+        start = front
+        for piece in pieces:
+            padded[:, :, start : start + piece.shape[2], top : top + height, left : left + width] = piece
+            start += piece.shape[2]
+        return padded
 
 
 class WanRMSNorm(nn.Module):
@@ -209,10 +222,14 @@ class WanResidualBlock(nn.Module):
         self.conv_shortcut = WanCausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        # One step per line, rebinding `x`: each activation is freed as soon as the next exists (a nested call would
+        # keep conv1's output alive while conv2 runs).
         shortcut = self.conv_shortcut(x)
-        x = self.conv1(F.silu(self.norm1(x)), cache)
-        x = self.conv2(self.dropout(F.silu(self.norm2(x))), cache)
-        return x + shortcut
+        x = F.silu(self.norm1(x))
+        x = self.conv1(x, cache)
+        x = F.silu(self.norm2(x))
+        x = self.conv2(self.dropout(x), cache)
+        return x.add_(shortcut)  # in place into conv2's fresh output: the same sum, one tensor fewer
 
 
 class WanAttentionBlock(nn.Module):
@@ -296,7 +313,8 @@ class WanEncoder3d(nn.Module):
         for block in self.down_blocks:
             x = block(x, cache)
         x = self.mid_block(x, cache)
-        return self.conv_out(F.silu(self.norm_out(x)), cache)
+        x = F.silu(self.norm_out(x))
+        return self.conv_out(x, cache)
 
 
 class WanUpBlock(nn.Module):
@@ -360,7 +378,8 @@ class WanDecoder3d(nn.Module):
         x = self.mid_block(x, cache)
         for up_block in self.up_blocks:
             x = up_block(x, cache)
-        return self.conv_out(F.silu(self.norm_out(x)), cache)
+        x = F.silu(self.norm_out(x))
+        return self.conv_out(x, cache)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

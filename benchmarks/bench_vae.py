@@ -1,0 +1,244 @@
+"""VAE encode and decode of wan-diffusers against diffusers' built-in AutoencoderKLWan, on identical weights and inputs.
+
+Prints, for encode and decode: the median seconds per call (min - max) of each model, timed interleaved (ours,
+diffusers, diffusers, ours, ...) after a warm-up; the peak memory each call needs beyond what was allocated before
+it, and beyond its output; the ratios ours / diffusers; and the largest difference between the two outputs.
+
+    python benchmarks/bench_vae.py --device cpu --preset tiny                          # seconds
+    python benchmarks/bench_vae.py --device cuda --preset real --dtype float32         # 480 x 832, 81 frames
+    python benchmarks/bench_vae.py --device cuda --preset real --dtype bfloat16
+
+Peak memory is `torch.cuda.max_memory_allocated` on a GPU. On the CPU it is the peak resident set size of a fresh
+process that builds one model and runs one call (after a five-frame warm-up), with glibc told to return every
+allocation of 64 KiB or more to the system when it is freed (`MALLOC_MMAP_THRESHOLD_`), so that the peak follows
+the memory actually in use. Weights are random (no download): neither speed nor memory depends on their values.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+PRESETS = {
+    # name: (config overrides of the released Wan 2.1 VAE, video (frames, height, width))
+    "tiny": ({"base_dim": 16}, (17, 64, 64)),
+    "real": ({}, (81, 480, 832)),
+}
+OPERATIONS = ("encode", "decode")
+IMPLEMENTATIONS = ("ours", "diffusers")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=PRESETS, default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--frames", type=int, help="override the preset's frame count (1 + 4k)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    parser.add_argument("--output", help="append the results as JSON lines to this file")
+    return parser.parse_args()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models and inputs
+
+
+def vae_class(implementation: str):
+    if implementation == "ours":
+        from wan_diffusers import AutoencoderKLWan
+    else:
+        from diffusers import AutoencoderKLWan
+    return AutoencoderKLWan
+
+
+def build_model(implementation: str, config: dict, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """One VAE with random weights from `seed`, created directly on `device` in `dtype`."""
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = vae_class(implementation)(**config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def build_models(config: dict, device: torch.device, dtype: torch.dtype) -> dict:
+    """Ours and diffusers' with identical weights (loaded strictly: the key layouts must agree)."""
+    models = {name: build_model(name, config, device, dtype) for name in IMPLEMENTATIONS}
+    models["diffusers"].load_state_dict(models["ours"].state_dict(), strict=True)
+    return models
+
+
+def make_inputs(model, frames: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> dict:
+    """A video [1, 3, frames, H, W] in [-1, 1] for encode and latents [1, z, 1 + (frames-1)/4, H/8, W/8] for decode."""
+    generator = torch.Generator(device).manual_seed(0)
+    latent_shape = (1, model.config.z_dim, 1 + (frames - 1) // 4, height // 8, width // 8)
+    return {
+        "encode": (torch.rand(1, 3, frames, height, width, generator=generator, device=device) * 2 - 1).to(dtype),
+        "decode": torch.randn(latent_shape, generator=generator, device=device).to(dtype),
+    }
+
+
+def run(model, operation: str, inputs: dict) -> torch.Tensor:
+    """One call; returns its output tensor (the posterior's parameters for encode, the video for decode)."""
+    with torch.inference_mode():
+        if operation == "encode":
+            return model.encode(inputs["encode"]).latent_dist.parameters
+        return model.decode(inputs["decode"]).sample
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Time
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(models: dict, operation: str, inputs: dict, device, warmup: int, iters: int) -> tuple[dict, dict]:
+    """Wall-clock and CPU seconds per call of each model, alternating which one goes first, so that drifts affect both
+    alike. The process CPU time (all threads) is the steadier figure on a CPU that other jobs share."""
+    for _ in range(warmup):
+        for model in models.values():
+            run(model, operation, inputs)
+    wall, cpu = {name: [] for name in models}, {name: [] for name in models}
+    for index in range(iters):
+        order = list(models) if index % 2 == 0 else list(reversed(models))
+        for name in order:
+            synchronize(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run(models[name], operation, inputs)
+            synchronize(device)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Peak memory
+
+
+def cuda_peak(model, operation: str, inputs: dict, device: torch.device) -> dict:
+    """Peak bytes allocated by one call beyond what was allocated before it, and the size of its output."""
+    synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    output = run(model, operation, inputs)
+    synchronize(device)
+    return {"peak_bytes": torch.cuda.max_memory_allocated(device) - before, "output_bytes": _bytes(output)}
+
+
+def cpu_peak(implementation: str, operation: str, config: dict, video: tuple[int, int, int], dtype: str) -> dict:
+    """Like `cuda_peak`, for the CPU: measured in a fresh process (see the module docstring)."""
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)  # read by glibc when the child process starts
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_cpu_peak_in_this_process, (implementation, operation, config, video, dtype))
+
+
+def _cpu_peak_in_this_process(implementation, operation, config, video, dtype) -> dict:
+    device, dtype = torch.device("cpu"), getattr(torch, dtype)
+    model = build_model(implementation, config, device, dtype)
+    frames, height, width = video
+    # warm-up on 5 frames, i.e. both chunk shapes (the first and the steady one): the convolution library builds and
+    # caches its kernels per shape, which is a one-time cost and not working memory
+    run(model, operation, make_inputs(model, 5, height, width, device, dtype))
+    inputs = make_inputs(model, frames, height, width, device, dtype)
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set size (VmHWM) to the current one
+    before = _proc_status_bytes("VmRSS")
+    output = run(model, operation, inputs)
+    return {"peak_bytes": _proc_status_bytes("VmHWM") - before, "output_bytes": _bytes(output)}
+
+
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError(f"/proc/self/status has no {field}: peak RSS is only measured on Linux")
+
+
+def _bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def main():
+    args = parse_args()
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    overrides, (frames, height, width) = PRESETS[args.preset]
+    frames = args.frames or frames
+    models = build_models(overrides, device, dtype)
+    inputs = make_inputs(models["ours"], frames, height, width, device, dtype)
+    print(
+        f"preset {args.preset} on {device} in {args.dtype}: {frames} frames of {height} x {width}, "
+        f"{sum(p.numel() for p in models['ours'].parameters()) / 1e6:.1f} M parameters"
+    )
+    results = []
+    for operation in OPERATIONS:
+        row = {"preset": args.preset, "device": str(device), "dtype": args.dtype, "operation": operation}
+        row.update(frames=frames, height=height, width=width)
+        wall, cpu = time_interleaved(models, operation, inputs, device, args.warmup, args.iters)
+        for name in IMPLEMENTATIONS:
+            row[f"{name}_s"], row[f"{name}_s_min"], row[f"{name}_s_max"] = (
+                statistics.median(wall[name]),
+                *_range(wall[name]),
+            )
+            row[f"{name}_cpu_s"] = statistics.median(cpu[name])
+        row["ratio_time"] = row["ours_s"] / row["diffusers_s"]
+        row["ratio_cpu_time"] = row["ours_cpu_s"] / row["diffusers_cpu_s"]
+        outputs = {name: run(model, operation, inputs).float() for name, model in models.items()}
+        row["max_abs_difference"] = (outputs["ours"] - outputs["diffusers"]).abs().max().item()
+        del outputs
+        if not args.no_memory:
+            for name in IMPLEMENTATIONS:
+                if device.type == "cuda":
+                    memory = cuda_peak(models[name], operation, inputs, device)
+                else:
+                    memory = cpu_peak(name, operation, overrides, (frames, height, width), args.dtype)
+                row[f"{name}_peak_mb"] = memory["peak_bytes"] / 2**20
+                row[f"{name}_beyond_output_mb"] = (memory["peak_bytes"] - memory["output_bytes"]) / 2**20
+            row["ratio_peak"] = row["ours_peak_mb"] / row["diffusers_peak_mb"]
+            row["ratio_beyond_output"] = row["ours_beyond_output_mb"] / row["diffusers_beyond_output_mb"]
+        results.append(row)
+        print(_summary(row))
+    if args.output:
+        with open(args.output, "a") as handle:
+            for row in results:
+                handle.write(json.dumps(row) + "\n")
+
+
+def _range(values: list[float]) -> tuple[float, float]:
+    return min(values), max(values)
+
+
+def _summary(row: dict) -> str:
+    text = (
+        f"{row['operation']:6s} time: ours {row['ours_s']:.3f} s ({row['ours_s_min']:.3f}-{row['ours_s_max']:.3f}), "
+        f"diffusers {row['diffusers_s']:.3f} s ({row['diffusers_s_min']:.3f}-{row['diffusers_s_max']:.3f}), "
+        f"ratio {row['ratio_time']:.3f}; process CPU time ratio {row['ratio_cpu_time']:.3f}; "
+        f"outputs differ by max_abs {row['max_abs_difference']:.2e}"
+    )
+    if "ratio_peak" in row:
+        text += (
+            f"\n       peak memory: ours {row['ours_peak_mb']:.1f} MiB, diffusers {row['diffusers_peak_mb']:.1f} MiB, "
+            f"ratio {row['ratio_peak']:.3f}; beyond the output: ours {row['ours_beyond_output_mb']:.1f} MiB, "
+            f"diffusers {row['diffusers_beyond_output_mb']:.1f} MiB, ratio {row['ratio_beyond_output']:.3f}"
+        )
+    return text
+
+
+if __name__ == "__main__":
+    main()
