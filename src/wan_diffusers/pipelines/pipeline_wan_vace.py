@@ -1,5 +1,6 @@
 """All-in-one video creation and editing (VACE): `WanVACEPipeline`."""
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -146,11 +147,9 @@ class WanVACEPipeline(WanPipelineBase):
         expected = f"a number or a list / 1-D tensor of {num_hints} numbers (one per VACE layer)"
         if isinstance(conditioning_scale, torch.Tensor):
             scale = conditioning_scale.detach().to("cpu", torch.float32)
-        elif isinstance(conditioning_scale, (int, float)) and not isinstance(conditioning_scale, bool):
+        elif _is_number(conditioning_scale):
             scale = torch.tensor(float(conditioning_scale))
-        elif isinstance(conditioning_scale, (list, tuple)) and all(
-            isinstance(value, (int, float)) and not isinstance(value, bool) for value in conditioning_scale
-        ):
+        elif isinstance(conditioning_scale, (list, tuple)) and all(_is_number(value) for value in conditioning_scale):
             scale = torch.tensor([float(value) for value in conditioning_scale])
         else:
             raise ValueError(f"`conditioning_scale` must be {expected}, got {type(conditioning_scale).__name__}")
@@ -341,3 +340,7 @@ class WanVACEPipeline(WanPipelineBase):
         if output_type != "latent":
             latents = latents[:, :, num_references:]
         return self.finish(self.decode_latents(latents, output_type), return_dict)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
