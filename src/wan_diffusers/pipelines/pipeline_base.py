@@ -7,7 +7,9 @@ methods so a subclass calls them in its own `__call__`, in the numbered order di
 
 import importlib
 import inspect
+import json
 import os
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +19,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import WanLoraLoaderMixin
-from diffusers.utils import logging
+from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 from diffusers.video_processor import VideoProcessor
 
@@ -40,6 +42,94 @@ _DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only"
 _MODEL_LOADING_KWARGS = ("variant", "use_safetensors", "low_cpu_mem_usage")
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+
+# The `__call__` arguments the pipelines share, documented once: `document_call` writes each pipeline's `Args:`
+# section from these and its own entries, in signature order, with the defaults read from the signature.
+CALL_ARGUMENTS = {
+    "prompt": (
+        "`str` or `list[str]`",
+        "The prompt or prompts. Pass `prompt_embeds` instead to skip the text encoder.",
+    ),
+    "negative_prompt": (
+        "`str` or `list[str]`",
+        "What to steer away from, used when `guidance_scale > 1`. `None` selects the original Wan2.1 default "
+        'negative prompt of the task (diffusers uses `""`); pass `""` for an empty one.',
+    ),
+    "num_inference_steps": ("`int`", "Denoising steps."),
+    "guidance_scale": (
+        "`float`",
+        "Classifier-free guidance scale; guidance (a second DiT call per step) is on when it is above 1.",
+    ),
+    "num_videos_per_prompt": ("`int`", "Videos generated for each prompt."),
+    "generator": (
+        "`torch.Generator` or `list[torch.Generator]`",
+        "Random generator(s) for the start noise; a list needs one generator per video.",
+    ),
+    "latents": (
+        "`torch.Tensor`",
+        "Start noise [B, 16, (num_frames - 1) / 4 + 1, height / 8, width / 8] instead of drawing it.",
+    ),
+    "prompt_embeds": (
+        "`torch.Tensor`",
+        "Text embeddings [B, L <= 512, text_dim] instead of `prompt` (zero-padded to 512 rows by the model).",
+    ),
+    "negative_prompt_embeds": (
+        "`torch.Tensor`",
+        "Negative text embeddings [B, L', text_dim] instead of `negative_prompt`; L' may differ from L.",
+    ),
+    "output_type": ("`str`", '`"np"`, `"pil"`, `"pt"` or `"latent"` (the normalised latents, not decoded).'),
+    "return_dict": ("`bool`", "Return a [`WanPipelineOutput`] instead of a tuple."),
+    "attention_kwargs": ("`dict`", 'Passed to the transformer, e.g. `{"scale": 0.8}` for LoRA adapters.'),
+    "callback_on_step_end": (
+        "`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`",
+        "Called after every step as `callback_on_step_end(pipe, step, timestep, callback_kwargs)`; the tensors of "
+        "the returned dict (`latents`, `prompt_embeds`, `negative_prompt_embeds`) replace the current ones.",
+    ),
+    "callback_on_step_end_tensor_inputs": (
+        "`list[str]`",
+        "Which tensors `callback_kwargs` holds, from `pipe._callback_tensor_inputs`.",
+    ),
+    "max_sequence_length": ("`int`", "Tokens per prompt, at most 512."),
+    "sigmas": (
+        "`list[float]`",
+        "Custom sigmas in (0, 1], before the scheduler's shift, instead of `num_inference_steps`.",
+    ),
+}
+
+
+def document_call(example: str, **arguments: tuple[str, ...]):
+    """Decorator for a pipeline's `__call__`: fills its empty `Args:` section and its `Examples:` section.
+
+    Each argument of the signature is documented by its entry in `arguments` (`name=(type, description)`, or
+    `(type, description, qualifier)` to replace the default shown, e.g. "required") or else in `CALL_ARGUMENTS`; its
+    default is read from the signature, so the documentation cannot drift from the code. An argument documented
+    nowhere, or an entry for an argument the signature lacks, is an error at import.
+    """
+
+    def decorate(function):
+        parameters = [p for name, p in inspect.signature(function).parameters.items() if name != "self"]
+        unknown = set(arguments) - {p.name for p in parameters}
+        missing = [p.name for p in parameters if p.name not in arguments and p.name not in CALL_ARGUMENTS]
+        if unknown or missing:
+            raise TypeError(
+                f"{function.__qualname__}: undocumented {missing}, documented but absent {sorted(unknown)}"
+            )
+        lines = []
+        for parameter in parameters:
+            kind, text, *qualifier = arguments.get(parameter.name) or CALL_ARGUMENTS[parameter.name]
+            if not qualifier:
+                default = parameter.default
+                qualifier = ["*optional*" if default is None else f"defaults to `{_default_text(default)}`"]
+            lines.append(f"            {parameter.name} ({kind}, {qualifier[0]}):")
+            lines += textwrap.wrap(text, 119, initial_indent=" " * 16, subsequent_indent=" " * 16)
+        function.__doc__ = function.__doc__.replace("        Args:\n", "        Args:\n" + "\n".join(lines) + "\n", 1)
+        return replace_example_docstring(example)(function)
+
+    return decorate
+
+
+def _default_text(value) -> str:
+    return json.dumps(value) if isinstance(value, (str, list)) else repr(value)
 
 
 class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):

@@ -7,7 +7,6 @@ import PIL.Image
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.schedulers import FlowMatchEulerDiscreteScheduler
-from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import get_module_execution_device
 from transformers import AutoTokenizer, CLIPVisionModelWithProjection, UMT5EncoderModel
 from transformers.image_processing_utils import BaseImageProcessor
@@ -21,7 +20,7 @@ from .image_processing import (
     resize_bicubic,
     size_from_max_area,
 )
-from .pipeline_base import WanPipelineBase
+from .pipeline_base import WanPipelineBase, document_call
 from .pipeline_output import WanPipelineOutput
 
 EXAMPLE_DOC_STRING = """
@@ -185,7 +184,41 @@ class WanImageToVideoPipeline(WanPipelineBase):
         return torch.cat([mask[None].to(latent), latent], dim=1)
 
     @torch.no_grad()
-    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    @document_call(
+        EXAMPLE_DOC_STRING,
+        image=(
+            "`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`",
+            "The first frame: a PIL image, a numpy array [H, W, 3] (uint8, or float in [0, 1]) or a tensor [3, H, W] "
+            "(uint8, or float in [0, 1]). One image conditions every prompt of the call.",
+            "required",
+        ),
+        height=(
+            "`int`",
+            "Video height in pixels, a multiple of 16; give it together with `width`, or leave both out to use "
+            "`max_area`.",
+        ),
+        width=("`int`", "Video width in pixels, a multiple of 16."),
+        num_frames=(
+            "`int`",
+            "Number of frames, of the form 4n + 1 (at least 5 with `last_image`); other values raise a ValueError.",
+        ),
+        num_inference_steps=("`int`", "Denoising steps (the original uses 40 for I2V and 50 for FLF2V)."),
+        image_embeds=(
+            "`torch.Tensor`",
+            "CLIP tokens [1, 257, image_dim] ([2, 257, image_dim] for FLF2V: first then last frame) instead of "
+            "running the image encoder; shared by every video of the call.",
+        ),
+        last_image=(
+            "`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`",
+            "The last frame, for first-last-frame models (FLF2V). It is resized to the video size like `image` (the "
+            "original centre-crops a differently sized last frame without resizing it).",
+        ),
+        max_area=(
+            "`int`",
+            "Pixel budget when `height` and `width` are not given: the size follows the image's aspect ratio by the "
+            "original rule (480 * 832; 720 * 1280 for the 720P models).",
+        ),
+    )
     def __call__(
         self,
         image: PIL.Image.Image | torch.Tensor | None = None,
@@ -219,59 +252,6 @@ class WanImageToVideoPipeline(WanPipelineBase):
         Generate videos that start from an image (and, for FLF2V, end on another).
 
         Args:
-            image (`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`):
-                The first frame: a PIL image, a numpy array [H, W, 3] (uint8, or float in [0, 1]) or a tensor [3, H, W]
-                (uint8, or float in [0, 1]). One image conditions every prompt of the call.
-            prompt (`str` or `list[str]`, *optional*):
-                The prompt or prompts. Pass `prompt_embeds` instead to skip the text encoder.
-            negative_prompt (`str` or `list[str]`, *optional*):
-                What to steer away from, used when `guidance_scale > 1`. `None` selects the original default
-                negative prompt of I2V or FLF2V (diffusers uses `""`); pass `""` for an empty one.
-            height (`int`, *optional*):
-                Video height in pixels, a multiple of 16; give it together with `width`, or leave both out to use
-                `max_area`.
-            width (`int`, *optional*):
-                Video width in pixels, a multiple of 16.
-            num_frames (`int`, defaults to 81):
-                Number of frames, of the form 4n + 1 (at least 5 with `last_image`); other values raise a ValueError.
-            num_inference_steps (`int`, defaults to 50):
-                Denoising steps (the original uses 40 for I2V and 50 for FLF2V).
-            guidance_scale (`float`, defaults to 5.0):
-                Classifier-free guidance scale; guidance is on when it is above 1.
-            num_videos_per_prompt (`int`, defaults to 1):
-                Videos generated for each prompt.
-            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
-                Random generator(s) for the start noise; a list needs one generator per video.
-            latents (`torch.Tensor`, *optional*):
-                Start noise [B, 16, (num_frames - 1) / 4 + 1, height / 8, width / 8] instead of drawing it.
-            prompt_embeds (`torch.Tensor`, *optional*):
-                Text embeddings [B, L <= 512, text_dim] instead of `prompt`.
-            negative_prompt_embeds (`torch.Tensor`, *optional*):
-                Negative text embeddings [B, L', text_dim] instead of `negative_prompt`.
-            image_embeds (`torch.Tensor`, *optional*):
-                CLIP tokens [1, 257, image_dim] ([2, 257, image_dim] for FLF2V: first then last frame) instead of
-                running the image encoder; shared by every video of the call.
-            last_image (`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`, *optional*):
-                The last frame, for first-last-frame models (FLF2V). It is resized to the video size like `image`
-                (the original centre-crops a differently sized last frame without resizing it).
-            output_type (`str`, defaults to `"np"`):
-                `"np"`, `"pil"`, `"pt"` or `"latent"`.
-            return_dict (`bool`, defaults to `True`):
-                Return a [`WanPipelineOutput`] instead of a tuple.
-            attention_kwargs (`dict`, *optional*):
-                Passed to the transformer, e.g. `{"scale": 0.8}` for LoRA adapters.
-            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
-                Called after every step as `callback_on_step_end(pipe, step, timestep, callback_kwargs)`; returned
-                tensors replace the current ones.
-            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`):
-                Which tensors `callback_kwargs` holds, from `pipe._callback_tensor_inputs`.
-            max_sequence_length (`int`, defaults to 512):
-                Tokens per prompt, at most 512.
-            sigmas (`list[float]`, *optional*):
-                Custom sigmas in (0, 1], before the scheduler's shift, instead of `num_inference_steps`.
-            max_area (`int`, defaults to 480 * 832):
-                Pixel budget when `height` and `width` are not given: the size follows the image's aspect ratio by
-                the original rule (720 * 1280 for the 720P models).
 
         Examples:
 

@@ -8,12 +8,11 @@ import PIL.Image
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.schedulers import FlowMatchEulerDiscreteScheduler
-from diffusers.utils import replace_example_docstring
 from transformers import AutoTokenizer, UMT5EncoderModel
 
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
 from ..models.transformer_wan import WanTransformer3DModel
-from .pipeline_base import WanPipelineBase
+from .pipeline_base import WanPipelineBase, document_call
 from .pipeline_output import WanPipelineOutput
 
 EXAMPLE_DOC_STRING = """
@@ -116,7 +115,40 @@ class WanVideoToVideoPipeline(WanPipelineBase):
         return pixels, height, width
 
     @torch.no_grad()
-    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    @document_call(
+        EXAMPLE_DOC_STRING,
+        video=(
+            "`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`",
+            "The input video with 4n + 1 frames: a list of PIL images or numpy arrays [H, W, 3], a numpy array "
+            "[F, H, W, 3] or a tensor [F, 3, H, W] (values in [0, 1], or uint8), or a batch with one per prompt.",
+            "required",
+        ),
+        height=(
+            "`int`",
+            "Output height in pixels, a multiple of 16; the video is resized to it. Defaults to the video's own "
+            "height rounded down to a multiple of 16.",
+        ),
+        width=(
+            "`int`",
+            "Output width in pixels, a multiple of 16; defaults to the video's width rounded down likewise.",
+        ),
+        num_inference_steps=("`int`", "Steps of the full schedule; `strength` of them are run."),
+        timesteps=("`list[int]`", "Custom timesteps of the full schedule, for schedulers that accept them."),
+        strength=(
+            "`float`",
+            "In (0, 1]: the part of the schedule that is run. 1 starts from pure noise (the video only sets the "
+            "size); small values stay close to the input. `strength * num_inference_steps` must be at least 1.",
+        ),
+        latents=(
+            "`torch.Tensor`",
+            "The noise [B, 16, (F - 1) / 4 + 1, height / 8, width / 8] mixed into the video latents, instead of "
+            "drawing it.",
+        ),
+        sigmas=(
+            "`list[float]`",
+            "Custom sigmas of the full schedule, before the scheduler's shift, instead of `num_inference_steps`.",
+        ),
+    )
     def __call__(
         self,
         video: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None,
@@ -148,54 +180,6 @@ class WanVideoToVideoPipeline(WanPipelineBase):
         Regenerate a video under a prompt, keeping its layout and motion to a degree set by `strength`.
 
         Args:
-            video (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
-                The input video with 4n + 1 frames: a list of PIL images or numpy arrays [H, W, 3], a numpy array
-                [F, H, W, 3] or a tensor [F, 3, H, W] (values in [0, 1], or uint8), or a batch with one per prompt.
-            prompt (`str` or `list[str]`, *optional*):
-                The prompt or prompts. Pass `prompt_embeds` instead to skip the text encoder.
-            negative_prompt (`str` or `list[str]`, *optional*):
-                What to steer away from, used when `guidance_scale > 1`. `None` selects the original T2V default
-                negative prompt (diffusers uses `""`); pass `""` for an empty one.
-            height (`int`, *optional*):
-                Output height in pixels, a multiple of 16; the video is resized to it. Defaults to the video's own
-                height rounded down to a multiple of 16.
-            width (`int`, *optional*):
-                Output width in pixels, a multiple of 16; defaults to the video's width rounded down likewise.
-            num_inference_steps (`int`, defaults to 50):
-                Steps of the full schedule; `strength` of them are run.
-            timesteps (`list[int]`, *optional*):
-                Custom timesteps of the full schedule, for schedulers that accept them.
-            guidance_scale (`float`, defaults to 5.0):
-                Classifier-free guidance scale; guidance is on when it is above 1.
-            strength (`float`, defaults to 0.8):
-                In (0, 1]: the part of the schedule that is run. 1 starts from pure noise (the video only sets the
-                size); small values stay close to the input. `strength * num_inference_steps` must be at least 1.
-            num_videos_per_prompt (`int`, defaults to 1):
-                Videos generated for each prompt.
-            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
-                Random generator(s) for the noise; a list needs one generator per video.
-            latents (`torch.Tensor`, *optional*):
-                The noise [B, 16, (F - 1) / 4 + 1, height / 8, width / 8] mixed into the video latents, instead of
-                drawing it.
-            prompt_embeds (`torch.Tensor`, *optional*):
-                Text embeddings [B, L <= 512, text_dim] instead of `prompt`.
-            negative_prompt_embeds (`torch.Tensor`, *optional*):
-                Negative text embeddings [B, L', text_dim] instead of `negative_prompt`.
-            output_type (`str`, defaults to `"np"`):
-                `"np"`, `"pil"`, `"pt"` or `"latent"`.
-            return_dict (`bool`, defaults to `True`):
-                Return a [`WanPipelineOutput`] instead of a tuple.
-            attention_kwargs (`dict`, *optional*):
-                Passed to the transformer, e.g. `{"scale": 0.8}` for LoRA adapters.
-            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
-                Called after every step as `callback_on_step_end(pipe, step, timestep, callback_kwargs)`; returned
-                tensors replace the current ones.
-            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`):
-                Which tensors `callback_kwargs` holds, from `pipe._callback_tensor_inputs`.
-            max_sequence_length (`int`, defaults to 512):
-                Tokens per prompt, at most 512.
-            sigmas (`list[float]`, *optional*):
-                Custom sigmas of the full schedule, before the scheduler's shift, instead of `num_inference_steps`.
 
         Examples:
 
