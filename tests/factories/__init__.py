@@ -2,6 +2,8 @@
 
 - `parity`: paths and loaders for the original Wan2.1 reference data in `tests/fixtures/wan21_parity/`.
 - `transformer`: tiny `WanTransformer3DModel` configs (T2V, I2V, FLF2V) and inputs.
+- `vae`: tiny `AutoencoderKLWan`s (diffusers' test layout and the parity fixture's), the fixture's converted VAE, the
+  same weights in diffusers' built-in class, and test videos and latents.
 - `original_release`: tiny release folders in the original Wan 2.1 layout (every released layout: single-file and
   sharded DiTs, VAE/T5/CLIP `.pth`, tokenizer folders) for the conversion tests, and original DiT key shapes.
 - `vace`: tiny `WanVACETransformer3DModel` config and inputs, the VACE parity DiT and its reference cases, tiny and
