@@ -215,9 +215,13 @@ def main():
         results.append(row)
         print(_summary(row))
     if args.output:
-        with open(args.output, "a") as handle:
-            for row in results:
-                handle.write(json.dumps(row) + "\n")
+        append_json_lines(args.output, results)
+
+
+def append_json_lines(path: str, rows: list[dict]) -> None:
+    with open(path, "a") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
 
 
 def _range(values: list[float]) -> tuple[float, float]:

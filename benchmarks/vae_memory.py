@@ -13,9 +13,8 @@ output's size, the peak beyond the output, and the growth of that last figure fr
 """
 
 import argparse
-import json
 
-from bench_vae import IMPLEMENTATIONS, OPERATIONS, cpu_peak
+from bench_vae import IMPLEMENTATIONS, OPERATIONS, append_json_lines, cpu_peak
 
 
 def parse_args():
@@ -57,9 +56,7 @@ def main():
                 f"{'':9s} {implementation:9s} growth beyond the output, {shortest} -> {longest} frames: {growth:+.1f}"
             )
     if args.output:
-        with open(args.output, "a") as handle:
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
+        append_json_lines(args.output, rows)
 
 
 if __name__ == "__main__":

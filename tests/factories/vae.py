@@ -24,13 +24,7 @@ PARITY_VAE_CONFIG = {
     "num_res_blocks": 2,
     "temperal_downsample": [False, True, True],
 }
-TINY_VAE_CONFIG = {
-    "base_dim": 3,
-    "z_dim": 16,
-    "dim_mult": [1, 1, 1, 1],
-    "num_res_blocks": 1,
-    "temperal_downsample": [False, True, True],
-}
+TINY_VAE_CONFIG = {**PARITY_VAE_CONFIG, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
 
 
 def tiny_vae(seed: int = 0, **overrides) -> AutoencoderKLWan:

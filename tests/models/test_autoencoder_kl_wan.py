@@ -43,11 +43,6 @@ def _inference():
         yield
 
 
-def _normalisation(vae: AutoencoderKLWan) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (1, vae.config.z_dim, 1, 1, 1)
-    return torch.tensor(vae.config.latents_mean).view(shape), torch.tensor(vae.config.latents_std).view(shape)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. Parity with the original Wan2.1 code (tests/fixtures/wan21_parity/tiny-t2v, computed in float32 on CPU)
 
@@ -55,12 +50,19 @@ ENCODE_CASES = ("video_13f_16x24", "video_5f_40x24", "image_1f_16x32")
 DECODE_CASES = ("latent_4f_2x3", "latent_3f_5x2", "latent_1f_2x4")
 
 
+@pytest.fixture
+def parity():
+    """The fixtures' VAE, its reference tensors, and the latent normalisation [1, 16, 1, 1, 1] (mean, std)."""
+    vae = parity_vae()
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean, std = torch.tensor(vae.config.latents_mean).view(shape), torch.tensor(vae.config.latents_std).view(shape)
+    return vae, component_references("t2v"), mean, std
+
+
 @pytest.mark.parity
 @pytest.mark.parametrize("case", ENCODE_CASES)
-def test_encode_matches_the_original(case):
-    references = component_references("t2v")
-    vae = parity_vae()
-    mean, std = _normalisation(vae)
+def test_encode_matches_the_original(parity, case):
+    vae, references, mean, std = parity
     posterior_mean = vae.encode(references[f"vae.encode.{case}.input"]).latent_dist.mean
     error = max_rel((posterior_mean - mean) / std, references[f"vae.encode.{case}.output"])
     # 1e-5: the float32 parity bound of the fixtures' README; measured 7.2e-8 - 1.0e-7 (0 with the original's own
@@ -70,10 +72,8 @@ def test_encode_matches_the_original(case):
 
 @pytest.mark.parity
 @pytest.mark.parametrize("case", DECODE_CASES)
-def test_decode_matches_the_original(case):
-    references = component_references("t2v")
-    vae = parity_vae()
-    mean, std = _normalisation(vae)
+def test_decode_matches_the_original(parity, case):
+    vae, references, mean, std = parity
     video = vae.decode(references[f"vae.decode.{case}.input"] * std + mean).sample  # decode clamps to [-1, 1]
     error = max_abs(video, references[f"vae.decode.{case}.output"])
     # 2e-5: the bound this project set for decode (the README recommends 5e-5; the original's own float32-vs-float64
@@ -82,12 +82,10 @@ def test_decode_matches_the_original(case):
 
 
 @pytest.mark.parity
-def test_parity_is_bit_exact_with_the_original_normalisation_arithmetic():
+def test_parity_is_bit_exact_with_the_original_normalisation_arithmetic(parity):
     """The original normalises with a reciprocal: (mu - mean) * (1 / std) and z / (1 / std) + mean. With that exact
     arithmetic (which diffusers' pipelines also use) encode and decode reproduce the original bit for bit."""
-    references = component_references("t2v")
-    vae = parity_vae()
-    mean, std = _normalisation(vae)
+    vae, references, mean, std = parity
     for case in ENCODE_CASES:
         posterior_mean = vae.encode(references[f"vae.encode.{case}.input"]).latent_dist.mean
         assert torch.equal((posterior_mean - mean) * (1 / std), references[f"vae.encode.{case}.output"]), case
