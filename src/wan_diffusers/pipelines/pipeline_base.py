@@ -561,8 +561,7 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
         `uncond + g * (cond - uncond)` as in the original; the two calls run as separate batches, each under its own
         `cache_context`, so diffusers' cache hooks see "cond" and "uncond".
         """
-        transformer = self.transformer
-        transformer_dtype = transformer.dtype
+        transformer_dtype = self.transformer.dtype
         transformer_kwargs = dict(transformer_kwargs or {})
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -587,25 +586,10 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
                     "sigma": float(self.scheduler.sigmas[begin_index + i]),
                     "num_inference_steps": len(timesteps),
                 }
-                with transformer.cache_context("cond", **cache_kwargs):
-                    noise_pred = transformer(
-                        hidden_states=model_input,
-                        timestep=timestep,
-                        encoder_hidden_states=embeds["prompt_embeds"],
-                        attention_kwargs=self._attention_kwargs,
-                        return_dict=False,
-                        **transformer_kwargs,
-                    )[0].float()
+                call = dict(hidden_states=model_input, timestep=timestep, **transformer_kwargs)
+                noise_pred = self._predict("cond", embeds["prompt_embeds"], cache_kwargs, call)
                 if self.do_classifier_free_guidance:
-                    with transformer.cache_context("uncond", **cache_kwargs):
-                        noise_uncond = transformer(
-                            hidden_states=model_input,
-                            timestep=timestep,
-                            encoder_hidden_states=embeds["negative_prompt_embeds"],
-                            attention_kwargs=self._attention_kwargs,
-                            return_dict=False,
-                            **transformer_kwargs,
-                        )[0].float()
+                    noise_uncond = self._predict("uncond", embeds["negative_prompt_embeds"], cache_kwargs, call)
                     noise_pred = noise_uncond + self._guidance_scale * (noise_pred - noise_uncond)
 
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
@@ -620,6 +604,17 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
                 progress_bar.update()
         self._current_timestep = None
         return latents
+
+    def _predict(self, name: str, encoder_hidden_states, cache_kwargs: dict, call: dict) -> torch.Tensor:
+        """One DiT call under the cache context `name` ("cond" / "uncond"); the flow prediction in float32."""
+        with self.transformer.cache_context(name, **cache_kwargs):
+            output = self.transformer(
+                encoder_hidden_states=encoder_hidden_states,
+                attention_kwargs=self._attention_kwargs,
+                return_dict=False,
+                **call,
+            )[0]
+        return output.float()
 
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE posterior -> model space: `(z - mean) * (1 / std)`, per channel, as the original `WanVAE.encode`."""
