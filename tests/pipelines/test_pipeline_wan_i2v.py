@@ -179,3 +179,19 @@ def test_missing_image_encoder_is_reported(monkeypatch):
     forbid_models(pipe, monkeypatch)
     with pytest.raises(ValueError, match="no `image_encoder`: pass the CLIP tokens as `image_embeds`"):
         pipe(**call_kwargs("i2v"))
+
+
+@pytest.mark.oracle
+def test_diffusers_clip_preprocessing_differs_from_the_original():
+    """A documented difference: `CLIPImageProcessor` (short side, centre crop, antialiased PIL resize) does not give
+    the original's CLIP input (the whole image squashed with torch bicubic). On the fixture image the pixel values
+    differ by far more than the 1e-6 the original preprocessing is held to, which is why the pipeline does its own."""
+    from transformers import CLIPImageProcessor
+
+    references = component_references("i2v")
+    expected = references["clip.single.pixel_values"]
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    theirs = processor(images=PIL.Image.fromarray(references["clip.single.image.0"].numpy()), return_tensors="pt")
+    assert max_abs(theirs.pixel_values, expected) > 0.5
+    ours = clip_pixel_values([image_to_tensor(references["clip.single.image.0"].numpy())], 32)
+    assert max_abs(ours, expected) <= 1e-6
