@@ -130,3 +130,24 @@ def test_console_entry_point(tmp_path):
     result = subprocess.run(command + SMALL, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert read_mp4(output).shape == (5, 32, 48, 3)
+
+
+def test_a_local_model_folder(tmp_path):
+    """`--model` with a folder in the Hub format: here the demo pipeline saved with `save_pretrained`."""
+    from wan_diffusers.pipelines.demo import build_demo_pipeline
+
+    build_demo_pipeline("t2v").save_pretrained(tmp_path / "tiny-t2v")
+    output = tmp_path / "out.mp4"
+    args = ["generate", "--model", str(tmp_path / "tiny-t2v"), "--prompt", "A cat", "--output", str(output)]
+    assert main(args + SMALL) == 0
+    assert read_mp4(output).shape == (5, 32, 48, 3)
+
+
+def test_an_original_release_folder_is_pointed_to_convert(tmp_path, capsys):
+    release = tmp_path / "Wan2.1-T2V-1.3B"
+    release.mkdir()
+    (release / "config.json").write_text("{}")
+    (release / "Wan2.1_VAE.pth").write_bytes(b"")
+    args = ["generate", "--model", str(release), "--prompt", "A cat", "--output", str(tmp_path / "out.mp4")]
+    assert main(args) == 1
+    assert "convert it first with `wan-diffusers convert --checkpoint-dir" in capsys.readouterr().err

@@ -108,7 +108,7 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         _check_generate_arguments(args)
         video = _generate(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, a missing file, a model that cannot be found or loaded
         logger.error(f"error: {error}")
         return 1
     from .utils.video_io import export_to_mp4
@@ -136,6 +136,15 @@ def _check_generate_arguments(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"--{name.replace('_', '-')}: no such file: {path}")
     if args.output.suffix.lower() != ".mp4":
         raise ValueError(f"--output must be an .mp4 file, got {args.output}")
+    model = Path(args.model) if args.model else None
+    if model is not None and model.is_dir() and not (model / "model_index.json").is_file():
+        hint = ""
+        if (model / "config.json").is_file() and (model / "Wan2.1_VAE.pth").is_file():
+            hint = (
+                "; it looks like an original release folder: convert it first with `wan-diffusers convert "
+                f"--checkpoint-dir {model} --output-dir {model.name}-Diffusers`"
+            )
+        raise ValueError(f"--model {model} is not a pipeline folder in the Hub format (no model_index.json){hint}")
 
 
 def _generate(args: argparse.Namespace):
