@@ -118,17 +118,16 @@ class WanCausalConv3d(nn.Conv3d):
         concatenation would be a second copy of the chunk, alive at the same time.
         """
         left, right, top, bottom, front, _ = self.causal_padding
-        pieces = [x] if previous is None else [previous, x]
-        front = max(front - sum(piece.shape[2] for piece in pieces[:-1]), 0)
-        if not (left or top or front or len(pieces) > 1):
+        history = 0 if previous is None else previous.shape[2]
+        front = max(front - history, 0)
+        if not (left or top or front or history):
             return x
         batch, channels, frames, height, width = x.shape
-        frames += front + sum(piece.shape[2] for piece in pieces[:-1])
-        padded = x.new_zeros(batch, channels, frames, top + height + bottom, left + width + right)
-        start = front
-        for piece in pieces:
-            padded[:, :, start : start + piece.shape[2], top : top + height, left : left + width] = piece
-            start += piece.shape[2]
+        padded = x.new_zeros(batch, channels, front + history + frames, top + height + bottom, left + width + right)
+        rows, columns = slice(top, top + height), slice(left, left + width)
+        if previous is not None:
+            padded[:, :, front : front + history, rows, columns] = previous
+        padded[:, :, front + history :, rows, columns] = x
         return padded
 
 
@@ -460,6 +459,14 @@ def _plan_tiles(
     ]
 
 
+_TILING_ARGUMENTS = (
+    "tile_sample_min_height",
+    "tile_sample_min_width",
+    "tile_sample_stride_height",
+    "tile_sample_stride_width",
+)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The model
 
@@ -474,7 +481,8 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     Args:
         base_dim (`int`, defaults to 96): width of the first encoder stage; stage widths are `base_dim * dim_mult`.
-        decoder_base_dim (`int`, *optional*): width of the decoder's last stage; `base_dim` when not given.
+        decoder_base_dim (`int`, *optional*): the decoder's base width (its stage widths are `decoder_base_dim *
+            dim_mult`, reversed); `base_dim` when not given.
         z_dim (`int`, defaults to 16): latent channels.
         dim_mult (`tuple[int]`, defaults to `(1, 2, 4, 4)`): width multipliers of the stages.
         num_res_blocks (`int`, defaults to 2): residual blocks per encoder stage (the decoder has one more).
@@ -747,15 +755,7 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     def _check_tiling(self, tile: tuple[int, int], stride: tuple[int, int]) -> None:
         factor = self.spatial_compression_ratio
-        for name, value in zip(
-            (
-                "tile_sample_min_height",
-                "tile_sample_min_width",
-                "tile_sample_stride_height",
-                "tile_sample_stride_width",
-            ),
-            (*tile, *stride),
-        ):
+        for name, value in zip(_TILING_ARGUMENTS, (*tile, *stride)):
             if not isinstance(value, int) or value <= 0 or value % factor:
                 raise ValueError(f"`{name}` must be a positive multiple of {factor}, got {value!r}")
         for axis, tile_length, tile_stride in zip(("height", "width"), tile, stride):
@@ -780,9 +780,10 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin):
             raise ValueError(
                 f"`{name}` must have 1 + {step}k frames (1, {1 + step}, {1 + 2 * step}, ...), got {x.shape[2]}"
             )
-        if x.shape[3] % factor or x.shape[4] % factor:
+        if x.shape[3] % factor or x.shape[4] % factor or min(x.shape[3:]) == 0:
             raise ValueError(
-                f"The height and width of `{name}` must be divisible by {factor}, got {x.shape[3]} and {x.shape[4]}"
+                f"The height and width of `{name}` must be positive multiples of {factor}, got {x.shape[3]} and "
+                f"{x.shape[4]}"
             )
 
     def _check_latents(self, z: torch.Tensor, name: str) -> None:
