@@ -14,6 +14,7 @@ from diffusers.callbacks import PipelineCallback
 
 from wan_diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
 from wan_diffusers.pipelines.pipeline_base import _model_loading_kwargs
+from wan_diffusers.pipelines.sampling import original_scheduler
 from wan_diffusers.pipelines.text import DEFAULT_NEGATIVE_PROMPTS
 
 from factories.pipelines import (
@@ -160,6 +161,24 @@ def test_progress_bar_counts_steps(capsys):
     pipe.set_progress_bar_config(disable=False)
     pipe(**call_kwargs(output_type="latent", num_inference_steps=3))
     assert "3/3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        diffusers.FlowMatchEulerDiscreteScheduler(shift=5.0),
+        diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0),
+        diffusers.DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0),
+        original_scheduler("unipc", 5.0),
+        original_scheduler("dpm++", 5.0),
+    ],
+    ids=["euler", "diffusers-unipc", "diffusers-dpm", "original-unipc", "original-dpm"],
+)
+def test_flow_schedulers(scheduler):
+    """diffusers' flow-matching schedulers (float or int64 timesteps) and the original ones all drive the pipeline."""
+    pipe = tiny_pipeline("t2v", scheduler=scheduler)
+    latents = pipe(**call_kwargs(output_type="latent", num_inference_steps=3)).frames
+    assert latents.shape == (1, *LATENT_SHAPE) and torch.isfinite(latents).all()
 
 
 def test_custom_sigmas():
