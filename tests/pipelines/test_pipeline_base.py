@@ -329,18 +329,29 @@ def test_cpu_offload_hooks_attach_and_leave_outputs_unchanged(task, mode, cpu_as
         assert pipe.transformer.proj_out.weight.device.type == "meta"
 
 
-def test_keep_text_encoder_on_cpu():
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_keep_text_encoder_on_cpu(mode, order, cpu_as_accelerator):
+    """The text encoder gets no hook and keeps its weights (on the CPU), whether it is kept there before or after
+    offloading is enabled; everything else is offloaded, and the result is unchanged."""
     pipe = tiny_pipeline("t2v")
     expected = pipe(**call_kwargs(output_type="latent", num_inference_steps=1)).frames
-    pipe.enable_model_cpu_offload(device="cpu")
-    pipe.keep_text_encoder_on_cpu()
+    if order == "before":
+        pipe.keep_text_encoder_on_cpu()
+    getattr(pipe, f"enable_{mode}_cpu_offload")(device="cpu")
+    if order == "after":
+        pipe.keep_text_encoder_on_cpu()
     assert not any(hasattr(module, "_hf_hook") for module in pipe.text_encoder.modules())
-    assert hasattr(pipe.transformer, "_hf_hook")
+    assert all(parameter.device.type == "cpu" for parameter in pipe.text_encoder.parameters())
+    assert any(hasattr(module, "_hf_hook") for module in pipe.transformer.modules())
     assert torch.equal(pipe(**call_kwargs(output_type="latent", num_inference_steps=1)).frames, expected)
-    pipe.enable_model_cpu_offload(device="cpu")  # re-enabling (diffusers does after every call) keeps it off
-    assert not hasattr(pipe.text_encoder, "_hf_hook")
+    if mode == "model":
+        pipe.enable_model_cpu_offload(device="cpu")  # re-enabling (diffusers does after every call) keeps it off
+        assert not hasattr(pipe.text_encoder, "_hf_hook")
 
-    # `.to()` moves everything but the text encoder: the meta device makes the difference visible on a CPU
+
+def test_to_leaves_a_kept_text_encoder_on_the_cpu():
+    """`.to()` moves everything but the text encoder: the meta device makes the difference visible on a CPU."""
     pipe = tiny_pipeline("t2v")
     pipe.keep_text_encoder_on_cpu()
     pipe.to("meta")

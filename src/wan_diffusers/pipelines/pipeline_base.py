@@ -11,6 +11,7 @@ import json
 import os
 import textwrap
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import accelerate.hooks
@@ -214,33 +215,39 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
             self._detach_text_encoder()
 
     def _detach_text_encoder(self):
+        # removing accelerate's hooks restores offloaded weights to where they were before the hooks
         accelerate.hooks.remove_hook_from_module(self.text_encoder, recurse=True)
         self.text_encoder.to("cpu")
 
-    def to(self, *args, **kwargs):
-        if not getattr(self, "_text_encoder_on_cpu", False) or self.text_encoder is None:
-            return super().to(*args, **kwargs)
-        # Hide the text encoder from diffusers' `.to()` so it never visits the accelerator (11 GB in bf16).
-        text_encoder = self.__dict__.pop("text_encoder")
+    @contextmanager
+    def _text_encoder_hidden(self):
+        """While active, diffusers' placement methods (`.to()`, offloading) do not see the text encoder, if it is
+        kept on the CPU: it never visits the accelerator (11 GB in bf16) and gets no hooks."""
+        text_encoder = self.__dict__.get("text_encoder")
+        if not getattr(self, "_text_encoder_on_cpu", False) or text_encoder is None:
+            yield
+            return
         self.__dict__["text_encoder"] = None
         try:
-            super().to(*args, **kwargs)
+            yield
         finally:
             self.__dict__["text_encoder"] = text_encoder
+
+    def to(self, *args, **kwargs):
+        with self._text_encoder_hidden():
+            super().to(*args, **kwargs)
         dtype = kwargs.get("dtype") or next((arg for arg in args if isinstance(arg, torch.dtype)), None)
-        if dtype is not None:
-            text_encoder.to(dtype=dtype)
+        if getattr(self, "_text_encoder_on_cpu", False) and self.text_encoder is not None and dtype is not None:
+            self.text_encoder.to(dtype=dtype)
         return self
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
-        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
-        if getattr(self, "_text_encoder_on_cpu", False) and self.text_encoder is not None:
-            self._detach_text_encoder()
+        with self._text_encoder_hidden():
+            super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
 
     def enable_sequential_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
-        super().enable_sequential_cpu_offload(gpu_id=gpu_id, device=device)
-        if getattr(self, "_text_encoder_on_cpu", False) and self.text_encoder is not None:
-            self._detach_text_encoder()
+        with self._text_encoder_hidden():
+            super().enable_sequential_cpu_offload(gpu_id=gpu_id, device=device)
 
     @property
     def _execution_device(self):
