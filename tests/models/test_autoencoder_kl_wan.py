@@ -65,8 +65,8 @@ def test_encode_matches_the_original(parity, case):
     vae, references, mean, std = parity
     posterior_mean = vae.encode(references[f"vae.encode.{case}.input"]).latent_dist.mean
     error = max_rel((posterior_mean - mean) / std, references[f"vae.encode.{case}.output"])
-    # 1e-5: the float32 parity bound of the fixtures' README; measured 7.2e-8 - 1.0e-7 (0 with the original's own
-    # arithmetic, see test_parity_is_bit_exact_with_the_original_normalisation_arithmetic)
+    # 1e-5: the float32 parity bound of the fixtures' README. Measured 7.2e-8 - 1.0e-7 with 2 CPU threads, 2.0e-7 -
+    # 4.4e-7 with 1 (the thread count changes the summation order inside the convolutions)
     assert error <= 1e-5, f"encode {case}: max_rel {error:.3g} > 1e-5"
 
 
@@ -77,21 +77,24 @@ def test_decode_matches_the_original(parity, case):
     video = vae.decode(references[f"vae.decode.{case}.input"] * std + mean).sample  # decode clamps to [-1, 1]
     error = max_abs(video, references[f"vae.decode.{case}.output"])
     # 2e-5: the bound this project set for decode (the README recommends 5e-5; the original's own float32-vs-float64
-    # noise floor is 4.8e-6 - 1.2e-5); measured 3.8e-6 - 9.1e-6, all from rounding z * std + mean differently
+    # noise floor is 4.8e-6 - 1.2e-5). Measured 3.8e-6 - 9.1e-6 with 2 CPU threads, all from rounding z * std + mean
+    # unlike the original (see the next test), and 3.2e-6 - 1.3e-5 with 1 thread
     assert error <= 2e-5, f"decode {case}: max_abs {error:.3g} > 2e-5"
 
 
 @pytest.mark.parity
-def test_parity_is_bit_exact_with_the_original_normalisation_arithmetic(parity):
-    """The original normalises with a reciprocal: (mu - mean) * (1 / std) and z / (1 / std) + mean. With that exact
-    arithmetic (which diffusers' pipelines also use) encode and decode reproduce the original bit for bit."""
+def test_parity_with_the_original_normalisation_arithmetic(parity):
+    """The original normalises with a reciprocal: (mu - mean) * (1 / std) and z / (1 / std) + mean (diffusers'
+    pipelines do the same). With that arithmetic, and 2 CPU threads, encode and decode reproduce the original bit for
+    bit (measured 0 in all 6 cases); with 1 thread the convolutions sum in another order: encode max_rel <= 4.4e-7,
+    decode max_abs <= 6.4e-6. Bounds: 1e-6 and 1e-5, rounding level."""
     vae, references, mean, std = parity
     for case in ENCODE_CASES:
         posterior_mean = vae.encode(references[f"vae.encode.{case}.input"]).latent_dist.mean
-        assert torch.equal((posterior_mean - mean) * (1 / std), references[f"vae.encode.{case}.output"]), case
+        assert max_rel((posterior_mean - mean) * (1 / std), references[f"vae.encode.{case}.output"]) <= 1e-6, case
     for case in DECODE_CASES:
         video = vae.decode(references[f"vae.decode.{case}.input"] / (1 / std) + mean).sample
-        assert torch.equal(video, references[f"vae.decode.{case}.output"]), case
+        assert max_abs(video, references[f"vae.decode.{case}.output"]) <= 1e-5, case
 
 
 # ---------------------------------------------------------------------------------------------------------------------
