@@ -96,7 +96,7 @@ def test_bad_images_name_the_argument(image, message):
 
 
 def test_flf2v_mask_for_other_frame_counts():
-    """Any 4n + 1 frames: latent frame 0 fully known; only channel 3 of the last latent frame (the last pixel frame)."""
+    """Any 4n + 1 frames: latent frame 0 fully known; of the last latent frame only channel 3 (the last pixel frame)."""
     for num_frames in (5, 9, 13, 81):
         mask = condition_mask(num_frames, 2, 3, last_frame=True)
         latent_frames = (num_frames - 1) // 4 + 1

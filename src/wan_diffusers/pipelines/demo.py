@@ -2,9 +2,9 @@
 
 They have the real architecture (umT5 encoder, CLIP vision tower, Wan VAE and DiT) with about 150,000 parameters in
 all instead of billions, and random weights from a fixed seed, so the whole path (prompt, conditioning, sampling,
-decoding, mp4) runs on a CPU in seconds without any download. Their frames are noise: they show that the machinery works, not
-what Wan generates. The tokenizer is a character-level unigram model made here from a fixed vocabulary (Latin
-letters, digits and punctuation; other characters become `<unk>`).
+decoding, mp4) runs on a CPU in seconds without any download. Their frames are noise: they show that the machinery
+works, not what Wan generates. The tokenizer is a character-level unigram model made here from a fixed vocabulary
+(Latin letters, digits and punctuation; other characters become `<unk>`).
 """
 
 import string

@@ -22,7 +22,9 @@ EXAMPLE_DOC_STRING = """
         >>> from diffusers.utils import export_to_video, load_video
         >>> from wan_diffusers import WanVideoToVideoPipeline
 
-        >>> pipe = WanVideoToVideoPipeline.from_pretrained("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", torch_dtype=torch.bfloat16)
+        >>> pipe = WanVideoToVideoPipeline.from_pretrained(
+        ...     "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", torch_dtype=torch.bfloat16
+        ... )
         >>> pipe.vae.to(torch.float32)
         >>> pipe.enable_model_cpu_offload()
 
