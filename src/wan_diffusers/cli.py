@@ -245,12 +245,13 @@ def _dtype(name: str, device):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wan-diffusers` command; returns the exit status."""
-    from .conversion.command import _progress_to_stderr, run_convert
+    from .conversion.command import run_convert
+    from .utils.console import progress_on_stderr
 
     args = build_parser().parse_args(argv)
     if args.command == "convert":
         return run_convert(args)  # shows its own progress
-    with _progress_to_stderr():  # this package's INFO messages on stderr while the command runs
+    with progress_on_stderr():  # this package's INFO messages on stderr while the command runs
         return run_generate(args)
 
 

@@ -5,13 +5,11 @@ success, 1 when the input is wrong (the message says what and how to fix it; no 
 """
 
 import argparse
-import logging
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from diffusers.utils import logging as diffusers_logging
 
+from ..utils.console import progress_on_stderr
 from .detect import RESOLUTIONS
 
 logger = diffusers_logging.get_logger(__name__)
@@ -67,7 +65,7 @@ def run_convert(args: argparse.Namespace) -> int:
     """Run a conversion from parsed arguments; progress and errors go to stderr. Returns the exit status."""
     from .convert import convert_release
 
-    with _progress_to_stderr():
+    with progress_on_stderr():
         try:
             output_dir = convert_release(
                 args.checkpoint_dir,
@@ -86,19 +84,3 @@ def run_convert(args: argparse.Namespace) -> int:
             return 1
         logger.info(f"Wrote {output_dir}")
     return 0
-
-
-@contextmanager
-def _progress_to_stderr():
-    """Show the package's INFO messages on stderr while the command runs, without touching global logging."""
-    package_logger = logging.getLogger("wan_diffusers")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    previous_level = package_logger.level
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        package_logger.removeHandler(handler)
-        package_logger.setLevel(previous_level)
