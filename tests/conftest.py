@@ -9,6 +9,9 @@ import torch
 
 
 def pytest_configure(config):
+    # The tiny models gain nothing from intra-op threads, and on a busy 2-core machine idle OpenMP threads spin
+    # against other processes (measured up to 15x slower). One thread also fixes the summation order of CPU kernels.
+    torch.set_num_threads(1)
     config.addinivalue_line("markers", "parity: compares with outputs of the original Wan2.1 code (tests/fixtures)")
     config.addinivalue_line("markers", "oracle: compares with diffusers' built-in Wan classes on the same weights")
     config.addinivalue_line("markers", "slow: takes more than a few seconds on a 2-core CPU")

@@ -224,7 +224,7 @@ def test_converted_image_encoder_matches_the_original(layout, case, pipelines):
 @pytest.mark.parity
 def test_converted_vae_is_the_vae_modules_conversion(pipelines):
     """Bit-identical weights to `vae_from_original` (whose parity with the original is tested in tests/models), and
-    the original's encode output reproduced exactly with the original's normalisation arithmetic."""
+    the original's encode output reproduced with the original's normalisation arithmetic."""
     vae = pipelines["t2v-1.3b"].vae
     reference_vae = vae_from_original(original_component_state_dict("Wan2.1_VAE.pth"))
     public = lambda config: {key: value for key, value in config.items() if not key.startswith("_")}  # noqa: E731
@@ -237,7 +237,9 @@ def test_converted_vae_is_the_vae_modules_conversion(pipelines):
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     with torch.no_grad():
         posterior = vae.encode(references["vae.encode.video_5f_40x24.input"]).latent_dist.mean
-    assert torch.equal((posterior - mean) * (1 / std), references["vae.encode.video_5f_40x24.output"])
+    # Bit-identical with 2 CPU threads (the reference's setting); other thread counts sum the convolutions in another
+    # order, measured up to 4.4e-7.
+    assert max_rel((posterior - mean) * (1 / std), references["vae.encode.video_5f_40x24.output"]) <= 1e-6
 
 
 @pytest.mark.parametrize("layout, sibling", SIBLINGS)
