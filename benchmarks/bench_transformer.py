@@ -1,28 +1,29 @@
 """One DiT forward of wan-diffusers against diffusers' built-in WanTransformer3DModel, on identical weights and inputs.
 
-Prints seconds per forward, peak memory and the ratio ours / diffusers for each mode (eager, and regional
-`torch.compile` of the repeated blocks), plus the output difference between the two models. Results are appended as
-JSON lines to `--output` when given (benchmarks/RESULTS.md collects what was seen on real hardware).
+Prints the median seconds per forward (interleaved timing, see common.py), the peak memory on a GPU, the ratios
+ours / diffusers for each mode (eager, and regional `torch.compile` of the repeated blocks), and the difference
+between the two outputs. Results are appended as JSON lines to `--output` when given.
 
     python benchmarks/bench_transformer.py --preset tiny                               # CPU, seconds
+    python benchmarks/bench_transformer.py --preset cpu-small                          # released widths, 2 blocks
     python benchmarks/bench_transformer.py --preset 1.3b-480p --device cuda --dtype bfloat16 --compile
     python benchmarks/bench_transformer.py --preset 14b-480p --device cuda --dtype bfloat16
 
-Weights are random (no download): speed and memory do not depend on their values. The inputs follow diffusers'
+Weights are random (no download): speed and memory do not depend on their values. The GPU presets follow diffusers'
 own Wan benchmark (81 frames; 480 x 832 gives a latent of 21 x 60 x 104 and 32,760 tokens; the T5 context is 512
-rows of 4096).
+rows of 4096). Both models are laid out as `from_pretrained(torch_dtype=dtype)` would: each class's
+`_keep_in_fp32_modules` in float32, the rest in `dtype`.
 """
 
 import argparse
-import gc
-import json
-import time
 
 import torch
+from common import append_json_lines, built_in, format_times, summarize_times, time_interleaved
 
 PRESETS = {
     # name: (transformer config, latent (frames, height, width))
     "tiny": (dict(num_attention_heads=4, attention_head_dim=32, ffn_dim=256, num_layers=4, text_dim=64), (5, 16, 24)),
+    "cpu-small": (dict(num_attention_heads=12, ffn_dim=8960, num_layers=2), (5, 30, 52)),
     "1.3b-480p": (dict(num_attention_heads=12, ffn_dim=8960, num_layers=30), (21, 60, 104)),
     "14b-480p": (dict(num_attention_heads=40, ffn_dim=13824, num_layers=40), (21, 60, 104)),
     "14b-720p": (dict(num_attention_heads=40, ffn_dim=13824, num_layers=40), (21, 90, 160)),
@@ -35,105 +36,84 @@ def parse_args():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--compile", action="store_true", help="also time regional torch.compile of the blocks")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--output", help="append results as JSON lines to this file")
     return parser.parse_args()
 
 
-def synchronize(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def peak_memory_gb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-
-
-def time_forward(model, inputs, device, warmup: int, iters: int) -> tuple[float, float | None, torch.Tensor]:
-    with torch.inference_mode():
-        for _ in range(warmup):
-            output = model(**inputs).sample
-        synchronize(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
-        for _ in range(iters):
-            output = model(**inputs).sample
-        synchronize(device)
-    return (time.perf_counter() - start) / iters, peak_memory_gb(device), output.float()
-
-
-def build_models(config: dict, device: torch.device, dtype: torch.dtype):
-    """Both models on `device` with the same random weights, laid out as `from_pretrained(torch_dtype=dtype)` would:
-    the modules each class lists in `_keep_in_fp32_modules` in float32, everything else in `dtype`."""
+def build_models(config: dict, device: torch.device, dtype: torch.dtype) -> dict:
+    """Ours and diffusers' on `device` with the same random weights (loaded strictly: the layouts must agree)."""
     import diffusers
 
     import wan_diffusers
 
-    models = []
-    for cls in (wan_diffusers.WanTransformer3DModel, diffusers.WanTransformer3DModel):
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)  # initialise directly in `dtype`: a 14B model in float32 is 57 GB
-        try:
-            with torch.device(device):
-                torch.manual_seed(0)
-                model = cls(**config)
-        finally:
-            torch.set_default_dtype(previous)
+    models = {}
+    for name, cls in (("ours", wan_diffusers.WanTransformer3DModel), ("diffusers", diffusers.WanTransformer3DModel)):
+        torch.manual_seed(0)
+        model = built_in(dtype, device, cls, **config)
         keep = set(model._keep_in_fp32_modules or [])
-        for name, parameter in model.named_parameters():
-            if keep.intersection(name.split(".")):
+        for parameter_name, parameter in model.named_parameters():
+            if keep.intersection(parameter_name.split(".")):
                 parameter.data = parameter.data.float()
-        models.append(model.eval())
-    ours, theirs = models
-    theirs.load_state_dict(ours.state_dict(), strict=True)  # identical weights (cast to each model's dtypes)
-    return ours, theirs
+        models[name] = model
+    models["diffusers"].load_state_dict(models["ours"].state_dict(), strict=True)
+    return models
+
+
+def peak_memory_gb(model, inputs, device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        model(**inputs)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**30
 
 
 def main():
     args = parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     config, (frames, height, width) = PRESETS[args.preset]
-    ours, theirs = build_models(config, device, dtype)
+    models = build_models(config, device, dtype)
     generator = torch.Generator(device).manual_seed(0)
-    text_dim = ours.config.text_dim
+    text_dim = models["ours"].config.text_dim
     inputs = {
         "hidden_states": torch.randn(1, 16, frames, height, width, generator=generator, device=device, dtype=dtype),
         "timestep": torch.tensor([999.0], device=device),
         "encoder_hidden_states": torch.randn(1, 512, text_dim, generator=generator, device=device, dtype=dtype),
     }
     tokens = frames * (height // 2) * (width // 2)
-    print(f"preset {args.preset}: {sum(p.numel() for p in ours.parameters()) / 1e9:.3f} B parameters, {tokens} tokens")
+    parameters = sum(p.numel() for p in models["ours"].parameters()) / 1e9
+    print(f"preset {args.preset} on {device} in {args.dtype}: {parameters:.3f} B parameters, {tokens} tokens")
 
-    modes = ["eager"] + (["compiled"] if args.compile else [])
+    def forward(model):
+        with torch.inference_mode():
+            return model(**inputs).sample.float()
+
     results = []
-    for mode in modes:
-        row = {"preset": args.preset, "device": str(device), "dtype": args.dtype, "mode": mode, "tokens": tokens}
-        outputs = {}
-        for name, model in (("ours", ours), ("diffusers", theirs)):
-            if mode == "compiled":
+    for mode in ["eager"] + (["compiled"] if args.compile else []):
+        if mode == "compiled":
+            for model in models.values():
                 model.compile_repeated_blocks(fullgraph=True)
-            seconds, memory, outputs[name] = time_forward(model, inputs, device, args.warmup, args.iters)
-            row[f"{name}_s"], row[f"{name}_peak_gb"] = seconds, memory
-            gc.collect()
-        row["ratio_time"] = row["ours_s"] / row["diffusers_s"]
-        if row["ours_peak_gb"] is not None:
-            row["ratio_memory"] = row["ours_peak_gb"] / row["diffusers_peak_gb"]
+        row = {"benchmark": "transformer", "preset": args.preset, "device": str(device), "dtype": args.dtype}
+        row.update(mode=mode, tokens=tokens)
+        calls = {name: (lambda model=model: forward(model)) for name, model in models.items()}
+        summarize_times(row, *time_interleaved(calls, device, args.warmup, args.iters))
+        outputs = {name: forward(model) for name, model in models.items()}
         difference = (outputs["ours"] - outputs["diffusers"]).abs().max() / outputs["diffusers"].abs().max()
         row["max_rel_difference"] = difference.item()
+        text = f"{mode:9s} {format_times(row)}; outputs differ by max_rel {row['max_rel_difference']:.2e}"
+        if device.type == "cuda":
+            for name, model in models.items():
+                row[f"{name}_peak_gb"] = peak_memory_gb(model, inputs, device)
+            row["ratio_memory"] = row["ours_peak_gb"] / row["diffusers_peak_gb"]
+            text += f"; peak {row['ours_peak_gb']:.2f} vs {row['diffusers_peak_gb']:.2f} GB"
         results.append(row)
-        memory = (
-            f", peak {row['ours_peak_gb']:.2f} vs {row['diffusers_peak_gb']:.2f} GB" if row["ours_peak_gb"] else ""
-        )
-        print(
-            f"{mode:9s} ours {row['ours_s']:.4f} s, diffusers {row['diffusers_s']:.4f} s, "
-            f"ratio {row['ratio_time']:.3f}{memory}; outputs differ by max_rel {row['max_rel_difference']:.2e}"
-        )
+        print(text)
     if args.output:
-        with open(args.output, "a") as handle:
-            for row in results:
-                handle.write(json.dumps(row) + "\n")
+        append_json_lines(args.output, results)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,12 @@ the memory actually in use. Weights are random (no download): neither speed nor 
 """
 
 import argparse
-import json
 import multiprocessing
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from common import append_json_lines, built_in, format_times, summarize_times, synchronize, time_interleaved
 
 PRESETS = {
     # name: (config overrides of the released Wan 2.1 VAE, video (frames, height, width))
@@ -61,14 +59,7 @@ def vae_class(implementation: str):
 def build_model(implementation: str, config: dict, device: torch.device, dtype: torch.dtype, seed: int = 0):
     """One VAE with random weights from `seed`, created directly on `device` in `dtype`."""
     torch.manual_seed(seed)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = vae_class(implementation)(**config)
-    finally:
-        torch.set_default_dtype(previous)
-    return model.eval()
+    return built_in(dtype, device, vae_class(implementation), **config)
 
 
 def build_models(config: dict, device: torch.device, dtype: torch.dtype) -> dict:
@@ -94,34 +85,6 @@ def run(model, operation: str, inputs: dict) -> torch.Tensor:
         if operation == "encode":
             return model.encode(inputs["encode"]).latent_dist.parameters
         return model.decode(inputs["decode"]).sample
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Time
-
-
-def synchronize(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(models: dict, operation: str, inputs: dict, device, warmup: int, iters: int) -> tuple[dict, dict]:
-    """Wall-clock and CPU seconds per call of each model, alternating which one goes first, so that drifts affect both
-    alike. The process CPU time (all threads) is the steadier figure on a CPU that other jobs share."""
-    for _ in range(warmup):
-        for model in models.values():
-            run(model, operation, inputs)
-    wall, cpu = {name: [] for name in models}, {name: [] for name in models}
-    for index in range(iters):
-        order = list(models) if index % 2 == 0 else list(reversed(models))
-        for name in order:
-            synchronize(device)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            run(models[name], operation, inputs)
-            synchronize(device)
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
-    return wall, cpu
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -190,15 +153,8 @@ def main():
     for operation in OPERATIONS:
         row = {"preset": args.preset, "device": str(device), "dtype": args.dtype, "operation": operation}
         row.update(frames=frames, height=height, width=width)
-        wall, cpu = time_interleaved(models, operation, inputs, device, args.warmup, args.iters)
-        for name in IMPLEMENTATIONS:
-            row[f"{name}_s"], row[f"{name}_s_min"], row[f"{name}_s_max"] = (
-                statistics.median(wall[name]),
-                *_range(wall[name]),
-            )
-            row[f"{name}_cpu_s"] = statistics.median(cpu[name])
-        row["ratio_time"] = row["ours_s"] / row["diffusers_s"]
-        row["ratio_cpu_time"] = row["ours_cpu_s"] / row["diffusers_cpu_s"]
+        calls = {name: (lambda m=model, op=operation: run(m, op, inputs)) for name, model in models.items()}
+        summarize_times(row, *time_interleaved(calls, device, args.warmup, args.iters))
         outputs = {name: run(model, operation, inputs).float() for name, model in models.items()}
         row["max_abs_difference"] = (outputs["ours"] - outputs["diffusers"]).abs().max().item()
         del outputs
@@ -218,22 +174,9 @@ def main():
         append_json_lines(args.output, results)
 
 
-def append_json_lines(path: str, rows: list[dict]) -> None:
-    with open(path, "a") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-
-
-def _range(values: list[float]) -> tuple[float, float]:
-    return min(values), max(values)
-
-
 def _summary(row: dict) -> str:
     text = (
-        f"{row['operation']:6s} time: ours {row['ours_s']:.3f} s ({row['ours_s_min']:.3f}-{row['ours_s_max']:.3f}), "
-        f"diffusers {row['diffusers_s']:.3f} s ({row['diffusers_s_min']:.3f}-{row['diffusers_s_max']:.3f}), "
-        f"ratio {row['ratio_time']:.3f}; process CPU time ratio {row['ratio_cpu_time']:.3f}; "
-        f"outputs differ by max_abs {row['max_abs_difference']:.2e}"
+        f"{row['operation']:6s} time: {format_times(row)}; outputs differ by max_abs {row['max_abs_difference']:.2e}"
     )
     if "ratio_peak" in row:
         text += (

@@ -14,7 +14,8 @@ output's size, the peak beyond the output, and the growth of that last figure fr
 
 import argparse
 
-from bench_vae import IMPLEMENTATIONS, OPERATIONS, append_json_lines, cpu_peak
+from bench_vae import IMPLEMENTATIONS, OPERATIONS, cpu_peak
+from common import append_json_lines
 
 
 def parse_args():
