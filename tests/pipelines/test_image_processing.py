@@ -8,6 +8,7 @@ import torch
 from wan_diffusers.pipelines.image_processing import (
     clip_pixel_values,
     condition_mask,
+    fit_to_size,
     image_to_tensor,
     resize_bicubic,
     size_from_max_area,
@@ -106,3 +107,18 @@ def test_flf2v_mask_for_other_frame_counts():
         assert known[:, -1].tolist() == [0, 0, 0, 1]
         assert known[:, 1:-1].sum() == 0
         assert torch.equal(condition_mask(num_frames, 2, 3)[:, 1:], torch.zeros(4, latent_frames - 1, 2, 3))
+
+
+def test_a_last_frame_of_another_size_covers_the_first_and_is_centre_cropped():
+    """FLF2V with two image sizes: the original means to scale the last frame to cover the first and crop the centre
+    (its code only crops, with width and height swapped); the aspect ratio is kept, nothing is stretched."""
+    first_size = (40, 72)  # height, width
+    # a last frame 80 x 164: scaling by 1/2 covers 40 x 72 exactly in height and gives 82 columns, of which the
+    # crop keeps the middle 72 (5 dropped on each side)
+    last = torch.rand(3, 80, 164) * 2 - 1
+    fitted = fit_to_size(last, *first_size)
+    assert fitted.shape == (3, *first_size)
+    expected = resize_bicubic(last, 40, 82)[:, :, 5:77]
+    assert torch.equal(fitted, expected)
+    same_size = torch.rand(3, *first_size)
+    assert fit_to_size(same_size, *first_size) is same_size  # same size: untouched (the fixtures' case)

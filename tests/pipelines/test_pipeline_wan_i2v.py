@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BatchFeature
 
-from wan_diffusers.pipelines.image_processing import clip_pixel_values, image_to_tensor
+from wan_diffusers.pipelines.image_processing import clip_pixel_values, fit_to_size, image_to_tensor
 
 from .test_pipeline_wan import forbid_models
 from factories.parity import component_references, manifest
@@ -122,6 +122,18 @@ def test_flf2v_with_any_4n_plus_1_frames(num_frames):
     pipe = tiny_pipeline("flf2v")
     latents = pipe(**call_kwargs("flf2v", num_frames=num_frames, output_type="latent")).frames
     assert latents.shape == (1, 16, (num_frames - 1) // 4 + 1, HEIGHT // 8, WIDTH // 8)
+
+
+def test_flf2v_last_frame_of_another_size_is_fitted_to_the_first():
+    """A last frame of another size and aspect ratio is scaled to cover the first frame and centre-cropped (see
+    `fit_to_size`; the original's code path for this case is broken), and the call runs."""
+    pipe = tiny_pipeline("flf2v")
+    first, last = sample_image(HEIGHT, WIDTH), sample_image(3 * HEIGHT, 5 * WIDTH, seed=1)
+    images, _, _ = pipe.check_image_inputs(first, last, None, HEIGHT, WIDTH, None, NUM_FRAMES)
+    assert torch.equal(images[1], fit_to_size(image_to_tensor(last), HEIGHT, WIDTH))
+    latents = pipe(**call_kwargs("flf2v", image=first, last_image=last, output_type="latent")).frames
+    assert latents.shape == (1, 16, (NUM_FRAMES - 1) // 4 + 1, HEIGHT // 8, WIDTH // 8)
+    assert torch.isfinite(latents).all()
 
 
 def test_size_follows_max_area_and_the_image():

@@ -8,6 +8,10 @@
 - CLIP sees the *full-size* image squashed to its square input size with the same bicubic interpolation, then
   normalised with the OpenAI constants. diffusers' `CLIPImageProcessor` (short side, centre crop, antialiased PIL
   resize) changes the image features by more than 100 %.
+- FLF2V: a last frame of another size than the first is scaled to cover the first frame's size, keeping its aspect
+  ratio, and centre-cropped to it (`fit_to_size`). That is what the original's `WanFLF2V.generate` sets out to do;
+  its code computes the scale but then only centre-crops, with the width and height swapped, so this case has no
+  original output to match.
 - The mask has 4 channels per latent frame: frame 0 is repeated 4 times in front of the pixel-frame mask, which is
   then folded into groups of 4 (`vae_scale_factor_temporal`).
 """
@@ -85,6 +89,18 @@ def size_from_max_area(
 def resize_bicubic(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """[C, H, W] -> [C, height, width] with torch's bicubic interpolation (align_corners False, no antialias)."""
     return F.interpolate(image[None], size=(height, width), mode="bicubic", align_corners=False)[0]
+
+
+def fit_to_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[C, H, W] -> [C, height, width]: bicubic scaling to cover the target (aspect ratio kept), then a centre crop."""
+    if tuple(image.shape[1:]) == (height, width):
+        return image
+    scale = max(height / image.shape[1], width / image.shape[2])
+    covering = resize_bicubic(
+        image, max(height, round(image.shape[1] * scale)), max(width, round(image.shape[2] * scale))
+    )
+    top, left = (covering.shape[1] - height) // 2, (covering.shape[2] - width) // 2
+    return covering[:, top : top + height, left : left + width]
 
 
 def clip_pixel_values(images: list[torch.Tensor], image_size: int) -> torch.Tensor:

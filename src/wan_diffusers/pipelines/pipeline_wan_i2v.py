@@ -16,6 +16,7 @@ from ..models.transformer_wan import WanTransformer3DModel
 from .image_processing import (
     clip_pixel_values,
     condition_mask,
+    fit_to_size,
     image_to_tensor,
     resize_bicubic,
     size_from_max_area,
@@ -141,7 +142,8 @@ class WanImageToVideoPipeline(WanPipelineBase):
                     "`last_image` needs a first-last-frame model (Wan2.1-FLF2V, with `pos_embed_seq_len` in its "
                     "transformer config); this transformer has no FLF2V position embedding"
                 )
-            images.append(image_to_tensor(last_image, "last_image"))
+            # a last frame of another size is scaled to cover the first frame's and centre-cropped to it
+            images.append(fit_to_size(image_to_tensor(last_image, "last_image"), *images[0].shape[1:]))
         elif is_flf2v:
             raise ValueError("This is a first-last-frame (FLF2V) model: pass the last frame as `last_image`")
         if is_flf2v and isinstance(num_frames, int) and num_frames < 5:
