@@ -26,7 +26,8 @@ import PIL.ImageDraw
 import torch
 from diffusers.utils import export_to_video, load_image, load_video
 
-from wan_diffusers import WanVACEPipeline, WanVACETransformer3DModel
+from wan_diffusers import WanVACEPipeline
+from wan_diffusers.pipelines.demo import build_demo_pipeline
 
 TASKS = ("t2v", "r2v", "control", "inpaint", "outpaint", "extend-first", "extend-last")
 PROMPTS = {
@@ -38,17 +39,6 @@ PROMPTS = {
     "extend-first": "The scene continues: the camera moves forward through the street.",
     "extend-last": "The scene before: people arrive and gather in the square.",
 }
-
-
-def tiny_pipeline() -> WanVACEPipeline:
-    """A tiny random-weight VACE pipeline built in code (the package's T2V demo components + a VACE transformer)."""
-    from wan_diffusers.pipelines.demo import build_demo_pipeline
-
-    components = build_demo_pipeline("t2v").components
-    config = {key: value for key, value in components["transformer"].config.items() if not key.startswith("_")}
-    torch.manual_seed(0)
-    components["transformer"] = WanVACETransformer3DModel(**config, vace_layers=list(range(config["num_layers"])))
-    return WanVACEPipeline(**components)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -194,7 +184,7 @@ def main(argv=None) -> str:
             pipe.to(device)
         height, width, num_frames, steps = args.height or 480, args.width or 832, args.frames or 81, args.steps or 50
     else:
-        pipe = tiny_pipeline()
+        pipe = build_demo_pipeline("vace")  # tiny random weights: its frames are noise
         height, width, num_frames, steps = args.height or 48, args.width or 80, args.frames or 9, args.steps or 4
     if args.original_sampling:
         pipe.use_original_sampling("unipc", shift=args.shift)

@@ -62,6 +62,36 @@ def test_demo_of_the_other_tasks(task, tmp_path):
         assert frames.shape[1:3] == (32, 64)
 
 
+@pytest.mark.parametrize("inputs", ["none", "video", "video+mask", "references"])
+def test_demo_of_vace(inputs, tmp_path):
+    """VACE from the command line: plain generation, a control video, masked editing, reference images."""
+    args = ["generate", "--task", "vace", "--prompt", "A dog", "--output", str(tmp_path / "out.mp4"), *SMALL]
+    clip = np.random.default_rng(0).random((5, 32, 48, 3))
+    if "video" in inputs:
+        args += ["--video", str(export_to_mp4(clip, tmp_path / "source.mp4"))]
+    if "mask" in inputs:
+        mask = np.zeros_like(clip)
+        mask[:, 8:24, 12:36] = 1  # regenerate the centre, keep the rest
+        args += ["--mask", str(export_to_mp4(mask, tmp_path / "mask.mp4"))]
+    if inputs == "references":
+        args += ["--reference-image", str(write_image(tmp_path / "a.png", 0))]
+        args += ["--reference-image", str(write_image(tmp_path / "b.png", 1)), "--conditioning-scale", "0.6"]
+    assert main(args) == 0
+    assert read_mp4(tmp_path / "out.mp4").shape == (5, 32, 48, 3)
+
+
+def test_default_shift_is_the_originals_per_task_and_size():
+    from wan_diffusers.cli import _default_shift
+
+    def shift(*args):
+        return _default_shift(build_parser().parse_args(["generate", "--prompt", "x", *args]), 5.0)
+
+    assert shift("--task", "i2v", "--image", "a.png") == 3.0  # the default 480 * 832 pixels: 480P
+    assert shift("--task", "i2v", "--image", "a.png", "--max-area", str(720 * 1280)) == 5.0
+    assert shift("--task", "i2v", "--image", "a.png", "--height", "720", "--width", "1280") == 5.0
+    assert shift("--task", "t2v") == 5.0
+
+
 def test_generate_options(tmp_path):
     """The original DPM++ sampler, model offloading onto the CPU, the text encoder kept on the CPU, VAE tiling."""
     output = tmp_path / "out.mp4"
@@ -79,6 +109,8 @@ def test_generate_options(tmp_path):
         (["--task", "i2v"], "--task i2v needs --image PATH"),
         (["--task", "flf2v", "--image", "{first}"], "--task flf2v needs --last-image PATH"),
         (["--task", "v2v"], "--task v2v needs --video PATH"),
+        (["--task", "vace", "--mask", "{first}"], "--mask needs --video"),
+        (["--reference-image", "{first}"], "--reference-image is not used by --task t2v"),
         (["--image", "{first}"], "--image is not used by --task t2v"),
         (["--task", "i2v", "--image", "missing.png"], "--image: no such file: missing.png"),
         (["--output", "video.gif"], "--output must be an .mp4 file"),

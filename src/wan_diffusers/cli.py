@@ -7,7 +7,8 @@
     wan-diffusers convert --checkpoint-dir Wan2.1-T2V-1.3B --output-dir Wan2.1-T2V-1.3B-Diffusers
 
 `generate` samples like the original `generate.py` by default (`--sampler unipc` with the task's `--shift`); the
-other tasks take `--image` (i2v), `--image` and `--last-image` (flf2v) or `--video` (v2v).
+other tasks take `--image` (i2v), `--image` and `--last-image` (flf2v), `--video` (v2v), or any of `--video`,
+`--mask` and `--reference-image` (vace: control video, masked editing, reference-to-video).
 """
 
 import argparse
@@ -19,7 +20,7 @@ from diffusers.utils import logging as diffusers_logging
 
 logger = diffusers_logging.get_logger(__name__)
 
-TASKS = ("t2v", "i2v", "flf2v", "v2v")
+TASKS = ("t2v", "i2v", "flf2v", "v2v", "vace")
 SAMPLERS = ("unipc", "dpm++", "scheduler")
 OFFLOAD_MODES = ("none", "model", "sequential")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -32,6 +33,15 @@ HUB_MODELS = {
     "i2v": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
     "flf2v": "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
     "v2v": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "vace": "Wan-AI/Wan2.1-VACE-1.3B-diffusers",
+}
+# The files each task reads: required ones, then optional ones.
+TASK_INPUTS = {
+    "t2v": ((), ()),
+    "i2v": (("image",), ()),
+    "flf2v": (("image", "last_image"), ()),
+    "v2v": (("video",), ()),
+    "vace": ((), ("video", "mask", "reference_image")),
 }
 
 
@@ -63,7 +73,19 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image", type=Path, help="first frame (i2v, flf2v)")
     parser.add_argument("--last-image", type=Path, help="last frame (flf2v)")
-    parser.add_argument("--video", type=Path, help="input video (v2v); its first 4n + 1 frames are used")
+    parser.add_argument(
+        "--video",
+        type=Path,
+        help="input video (v2v), or source / control video (vace); its first 4n + 1 frames are used",
+    )
+    parser.add_argument("--mask", type=Path, help="vace: mask video, white = generate, black = keep (needs --video)")
+    parser.add_argument(
+        "--reference-image",
+        type=Path,
+        action="append",
+        help="vace: a subject or background to show (repeat the option for several, kept in that order)",
+    )
+    parser.add_argument("--conditioning-scale", type=float, default=1.0, help="vace: strength of the control hints")
     parser.add_argument("--height", type=int, help="height in pixels, a multiple of 16 (t2v default 480)")
     parser.add_argument("--width", type=int, help="width in pixels, a multiple of 16 (t2v default 832)")
     parser.add_argument(
@@ -85,7 +107,9 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "(default unipc)",
     )
     parser.add_argument(
-        "--shift", type=float, help="flow shift (default: the original's per task: 5, 16 for flf2v; 3 suits 480P)"
+        "--shift",
+        type=float,
+        help="flow shift (default: the original's per task: 5; 3 for i2v at 480P; 16 for flf2v and vace)",
     )
     parser.add_argument(
         "--offload",
@@ -124,16 +148,20 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _check_generate_arguments(args: argparse.Namespace) -> None:
-    needs = {"i2v": ["image"], "flf2v": ["image", "last_image"], "v2v": ["video"]}.get(args.task, [])
-    for name in needs:
+    required, optional = TASK_INPUTS[args.task]
+    for name in required:
         if getattr(args, name) is None:
             raise ValueError(f"--task {args.task} needs --{name.replace('_', '-')} PATH")
-    for name in ("image", "last_image", "video"):
-        path = getattr(args, name)
-        if path is not None and name not in needs:
+    for name in ("image", "last_image", "video", "mask", "reference_image"):
+        value = getattr(args, name)
+        paths = value if isinstance(value, list) else [value]
+        if value is not None and name not in required + optional:
             raise ValueError(f"--{name.replace('_', '-')} is not used by --task {args.task}")
-        if path is not None and not path.is_file():
-            raise FileNotFoundError(f"--{name.replace('_', '-')}: no such file: {path}")
+        for path in paths:
+            if path is not None and not path.is_file():
+                raise FileNotFoundError(f"--{name.replace('_', '-')}: no such file: {path}")
+    if args.mask is not None and args.video is None:
+        raise ValueError("--mask needs --video: the mask says which parts of that video to regenerate")
     if args.output.suffix.lower() != ".mp4":
         raise ValueError(f"--output must be an .mp4 file, got {args.output}")
     model = Path(args.model) if args.model else None
@@ -165,9 +193,9 @@ def _generate(args: argparse.Namespace):
     )
     steps = args.steps or (DEMO_DEFAULTS["steps"] if args.model is None else (40 if args.task == "i2v" else 50))
     kwargs["num_inference_steps"] = steps
-    if args.task in ("t2v", "i2v", "flf2v"):
+    if args.task in ("t2v", "i2v", "flf2v") or (args.task == "vace" and args.video is None):
         kwargs["num_frames"] = args.frames or task_defaults["frames"]
-    if args.task == "t2v":
+    if args.task == "t2v" or (args.task == "vace" and args.video is None):
         kwargs["height"] = args.height or task_defaults["height"]
         kwargs["width"] = args.width or task_defaults["width"]
     else:
@@ -179,11 +207,19 @@ def _generate(args: argparse.Namespace):
         kwargs["max_area"] = args.max_area or task_defaults["max_area"]
         if args.task == "flf2v":
             kwargs["last_image"] = load_image(args.last_image)
-    if args.task == "v2v":
-        kwargs["video"] = _video_frames(args)
-        kwargs["strength"] = args.strength
+    if args.task in ("v2v", "vace") and args.video is not None:
+        kwargs["video"] = _video_frames(args, args.video)
         if args.height is None and args.model is None:
             kwargs["height"], kwargs["width"] = DEMO_DEFAULTS["height"], DEMO_DEFAULTS["width"]
+    if args.task == "v2v":
+        kwargs["strength"] = args.strength
+    if args.task == "vace":
+        from .utils.video_io import load_image
+
+        if args.mask is not None:
+            kwargs["mask"] = _video_frames(args, args.mask)[: len(kwargs["video"])]
+        kwargs["reference_images"] = [load_image(path) for path in args.reference_image or []] or None
+        kwargs["conditioning_scale"] = args.conditioning_scale
 
     start = time.perf_counter()
     frames = pipe(**kwargs).frames[0]
@@ -202,14 +238,25 @@ def _load_pipeline(args: argparse.Namespace, dtype):
         logger.info(f"No --model: building the tiny random-weight {args.task} demo pipeline (its frames are noise)")
         pipe = build_demo_pipeline(args.task)  # float32: it is tiny
     else:
-        from . import WanImageToVideoPipeline, WanPipeline, WanVideoToVideoPipeline
+        from . import WanImageToVideoPipeline, WanPipeline, WanVACEPipeline, WanVideoToVideoPipeline
 
-        cls = {"t2v": WanPipeline, "v2v": WanVideoToVideoPipeline}.get(args.task, WanImageToVideoPipeline)
+        cls = {"t2v": WanPipeline, "v2v": WanVideoToVideoPipeline, "vace": WanVACEPipeline}.get(
+            args.task, WanImageToVideoPipeline
+        )
         logger.info(f"Loading {args.model} as {cls.__name__} ({str(dtype).removeprefix('torch.')}, VAE float32)")
         pipe = cls.from_pretrained(args.model, torch_dtype={"vae": torch.float32, "default": dtype})
     if args.sampler != "scheduler":
-        pipe.use_original_sampling(args.sampler, args.shift or DEFAULT_FLOW_SHIFT[args.task])
+        pipe.use_original_sampling(args.sampler, args.shift or _default_shift(args, DEFAULT_FLOW_SHIFT[args.task]))
     return pipe
+
+
+def _default_shift(args: argparse.Namespace, task_shift: float) -> float:
+    """The original `generate.py`'s `--sample_shift` default: 3.0 for I2V at 480P, else the task's own."""
+    if args.task == "i2v":
+        area = args.height * args.width if args.height and args.width else args.max_area or MODEL_DEFAULTS["max_area"]
+        if area <= 480 * 832:
+            return 3.0
+    return task_shift
 
 
 def _place(pipe, args: argparse.Namespace, device) -> None:
@@ -225,13 +272,13 @@ def _place(pipe, args: argparse.Namespace, device) -> None:
         pipe.vae.enable_tiling()
 
 
-def _video_frames(args: argparse.Namespace):
+def _video_frames(args: argparse.Namespace, path: Path):
     from .utils.video_io import load_video
 
-    frames = load_video(args.video, max_frames=args.frames)
+    frames = load_video(path, max_frames=args.frames)
     usable = (len(frames) - 1) // 4 * 4 + 1  # the VAE needs 4n + 1 frames
     if usable != len(frames):
-        logger.info(f"Using the first {usable} of {len(frames)} frames of {args.video} (4n + 1 frames)")
+        logger.info(f"Using the first {usable} of {len(frames)} frames of {path} (4n + 1 frames)")
     return frames[:usable]
 
 

@@ -13,7 +13,7 @@ import torch
 
 from .sampling import default_scheduler
 
-TASKS = ("t2v", "i2v", "flf2v", "v2v")
+TASKS = ("t2v", "i2v", "flf2v", "v2v", "vace")
 
 _TEXT_DIM = 32
 _IMAGE_DIM = 24
@@ -40,13 +40,15 @@ def demo_tokenizer():
 
 
 def build_demo_pipeline(task: str = "t2v", seed: int = 0):
-    """A tiny random-weight pipeline for `task` (t2v, i2v, flf2v or v2v), float32, on the CPU."""
+    """A tiny random-weight pipeline for `task` (t2v, i2v, flf2v, v2v or vace), float32, on the CPU."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
 
     from ..models.autoencoder_kl_wan import AutoencoderKLWan
     from ..models.transformer_wan import WanTransformer3DModel
+    from ..models.transformer_wan_vace import WanVACETransformer3DModel
     from .pipeline_wan import WanPipeline
     from .pipeline_wan_i2v import WanImageToVideoPipeline
+    from .pipeline_wan_vace import WanVACEPipeline
     from .pipeline_wan_video2video import WanVideoToVideoPipeline
 
     if task not in TASKS:
@@ -70,7 +72,10 @@ def build_demo_pipeline(task: str = "t2v", seed: int = 0):
         base_dim=4, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True]
     ).eval()
     image_task = task in ("i2v", "flf2v")
-    transformer = WanTransformer3DModel(
+    transformer_class, vace_config = WanTransformer3DModel, {}
+    if task == "vace":  # a hint after each of the two blocks, from the usual 96 control channels
+        transformer_class, vace_config = WanVACETransformer3DModel, {"vace_layers": [0, 1]}
+    transformer = transformer_class(
         num_attention_heads=2,
         attention_head_dim=16,
         in_channels=36 if image_task else 16,
@@ -82,6 +87,7 @@ def build_demo_pipeline(task: str = "t2v", seed: int = 0):
         image_dim=_IMAGE_DIM if image_task else None,
         added_kv_proj_dim=32 if image_task else None,
         pos_embed_seq_len=2 * _CLIP_TOKENS if task == "flf2v" else None,
+        **vace_config,
     ).eval()
     components = dict(
         tokenizer=tokenizer,
@@ -94,6 +100,8 @@ def build_demo_pipeline(task: str = "t2v", seed: int = 0):
         return WanPipeline(**components)
     if task == "v2v":
         return WanVideoToVideoPipeline(**components)
+    if task == "vace":
+        return WanVACEPipeline(**components)
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=_IMAGE_DIM,
