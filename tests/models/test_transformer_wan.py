@@ -147,32 +147,13 @@ def test_diffusers_loads_the_parity_weights_and_agrees(task):
 # ---------------------------------------------------------------------------------------------------------------
 # The official configs (facts in shared/reference/diffusers_wan.md §1.2)
 
+_T2V_14B = dict(num_attention_heads=40, num_layers=40, ffn_dim=13824)
+_I2V_14B = dict(_T2V_14B, in_channels=36, image_dim=1280, added_kv_proj_dim=5120)
 OFFICIAL_CONFIGS = {
     "Wan2.1-T2V-1.3B": (dict(num_attention_heads=12, num_layers=30, ffn_dim=8960), 1.419e9),
-    "Wan2.1-T2V-14B": (dict(num_attention_heads=40, num_layers=40, ffn_dim=13824), 14.288e9),
-    "Wan2.1-I2V-14B": (
-        dict(
-            num_attention_heads=40,
-            num_layers=40,
-            ffn_dim=13824,
-            in_channels=36,
-            image_dim=1280,
-            added_kv_proj_dim=5120,
-        ),
-        16.395e9,
-    ),
-    "Wan2.1-FLF2V-14B": (
-        dict(
-            num_attention_heads=40,
-            num_layers=40,
-            ffn_dim=13824,
-            in_channels=36,
-            image_dim=1280,
-            added_kv_proj_dim=5120,
-            pos_embed_seq_len=514,
-        ),
-        16.396e9,
-    ),
+    "Wan2.1-T2V-14B": (_T2V_14B, 14.288e9),
+    "Wan2.1-I2V-14B": (_I2V_14B, 16.395e9),
+    "Wan2.1-FLF2V-14B": (dict(_I2V_14B, pos_embed_seq_len=514), 16.396e9),
 }
 
 
