@@ -111,6 +111,33 @@ def test_guidance_at_most_one_runs_one_forward_per_step(task):
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_batched_guidance_gives_the_two_pass_result_in_one_forward_per_step(task):
+    pipe = tiny_pipeline(task)
+    # two prompts of different token lengths, two videos each: the text rows are padded to a common length
+    kwargs = call_kwargs(task, prompt=["A cat.", "A cat walks on the grass at dawn."], num_videos_per_prompt=2)
+    kwargs["output_type"] = "latent"
+    two_pass = pipe(**kwargs).frames
+    pipe.enable_batched_guidance()
+    calls = count_transformer_calls(pipe)
+    batched = pipe(**{**kwargs, "generator": torch.Generator().manual_seed(0)}).frames
+    assert len(calls) == 2  # 2 steps, one call each
+    # the same arithmetic per sample; only the matrix products' batch size differs, so float32 rounding at most
+    assert max_rel(batched, two_pass) <= 1e-5
+    pipe.disable_batched_guidance()
+    again = pipe(**{**kwargs, "generator": torch.Generator().manual_seed(0)}).frames
+    assert torch.equal(again, two_pass)
+
+
+def test_batched_guidance_with_a_cache_hook_sees_one_context():
+    pipe = tiny_pipeline("t2v")
+    pipe.transformer.enable_cache(diffusers.FirstBlockCacheConfig(threshold=0.0))  # threshold 0: never reuses
+    reference = pipe(**call_kwargs("t2v", output_type="latent")).frames
+    pipe.enable_batched_guidance()
+    batched = pipe(**call_kwargs("t2v", output_type="latent")).frames
+    assert max_rel(batched, reference) <= 1e-5  # float32 rounding of the batch-2 products, as above
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_callback_can_replace_latents(task):
     pipe = tiny_pipeline(task)
     baseline = pipe(**call_kwargs(task, output_type="latent")).frames

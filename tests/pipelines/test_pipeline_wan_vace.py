@@ -251,6 +251,15 @@ def test_the_conditioning_reaches_the_model():
     assert max_abs(call(pipe, **swapped, output_type="latent"), call(pipe, **two, output_type="latent")) > 1e-4
 
 
+def test_batched_guidance_repeats_the_control_input():
+    pipe = tiny_vace_pipeline()
+    inputs = task_inputs("r2v-1") | task_inputs("inpainting")
+    two_pass = call(pipe, **inputs, num_videos_per_prompt=2, output_type="latent")
+    pipe.enable_batched_guidance()
+    batched = call(pipe, **inputs, num_videos_per_prompt=2, output_type="latent")
+    assert max_rel(batched, two_pass) <= 1e-5  # float32 rounding of batch-4 products instead of batch 2
+
+
 def test_conditioning_scale_forms_agree():
     pipe = tiny_vace_pipeline()
     inputs = task_inputs("control")

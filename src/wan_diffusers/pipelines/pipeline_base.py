@@ -17,6 +17,7 @@ from typing import Any
 import accelerate.hooks
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import WanLoraLoaderMixin
@@ -40,6 +41,8 @@ _OWN_CLASS_MODULES = {
 # `from_pretrained` arguments that only matter for fetching a Hub repo.
 _DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "variant")
 # `from_pretrained` arguments forwarded to every model we load ourselves.
+# The DiT inputs with one row per video: a batched guidance call repeats them.
+_PER_VIDEO_INPUTS = ("hidden_states", "timestep", "encoder_hidden_states_image", "control_hidden_states")
 _MODEL_LOADING_KWARGS = ("variant", "use_safetensors", "low_cpu_mem_usage")
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
@@ -198,6 +201,24 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
                     f"`shift` is required: the current scheduler ({type(self.scheduler).__name__}) has no flow shift"
                 )
         self.scheduler = original_scheduler(solver, shift)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Speed: both guidance branches in one DiT call
+
+    def enable_batched_guidance(self) -> None:
+        """Run the conditional and unconditional DiT calls of each step as one call on a batch of twice the size.
+
+        The result is the same (each sample is computed on its own); what changes is speed and memory. One call
+        launches every kernel and reads every weight once per step instead of twice, which pays on an accelerator
+        when the two calls are small or launch-bound; it needs the DiT's activations for twice the batch at once.
+        On a CPU it measured slightly slower (`benchmarks/bench_step.py`), so the two calls stay separate by default.
+        diffusers' cache hooks (FirstBlockCache, MagCache) then see one context, "cond_uncond".
+        """
+        self._batched_guidance = True
+
+    def disable_batched_guidance(self) -> None:
+        """Go back to two DiT calls per guided step (the default): conditional, then unconditional."""
+        self._batched_guidance = False
 
     # ------------------------------------------------------------------------------------------------------------
     # Memory: the text encoder can stay on the CPU while everything else runs on the accelerator
@@ -565,8 +586,9 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
 
         `condition` [B, C', F, H, W] is concatenated to the latents along channels (I2V: mask + condition latent);
         `transformer_kwargs` go to both calls (image tokens, VACE hints). The guided prediction is
-        `uncond + g * (cond - uncond)` as in the original; the two calls run as separate batches, each under its own
-        `cache_context`, so diffusers' cache hooks see "cond" and "uncond".
+        `uncond + g * (cond - uncond)` as in the original. By default the two calls run as separate batches, each
+        under its own `cache_context`, so diffusers' cache hooks see "cond" and "uncond"; after
+        `enable_batched_guidance()` they run as one batch of twice the size under the context "cond_uncond".
         """
         transformer_dtype = self.transformer.dtype
         transformer_kwargs = dict(transformer_kwargs or {})
@@ -580,6 +602,8 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
 
         self._num_timesteps = len(timesteps)
         self.scheduler.set_begin_index(begin_index)
+        # read once: indexing a device tensor with float() in the loop would wait for the accelerator every step
+        sigmas = self.scheduler.sigmas[begin_index:].tolist()
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
@@ -587,17 +611,9 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
                 self._current_timestep = t
                 model_input = latents if condition is None else torch.cat([latents, condition], dim=1)
                 model_input = model_input.to(transformer_dtype)
-                timestep = t.expand(latents.shape[0])
-                cache_kwargs = {
-                    "step_index": i,
-                    "sigma": float(self.scheduler.sigmas[begin_index + i]),
-                    "num_inference_steps": len(timesteps),
-                }
-                call = dict(hidden_states=model_input, timestep=timestep, **transformer_kwargs)
-                noise_pred = self._predict("cond", embeds["prompt_embeds"], cache_kwargs, call)
-                if self.do_classifier_free_guidance:
-                    noise_uncond = self._predict("uncond", embeds["negative_prompt_embeds"], cache_kwargs, call)
-                    noise_pred = noise_uncond + self._guidance_scale * (noise_pred - noise_uncond)
+                call = dict(hidden_states=model_input, timestep=t.expand(latents.shape[0]), **transformer_kwargs)
+                cache_kwargs = {"step_index": i, "sigma": sigmas[i], "num_inference_steps": len(timesteps)}
+                noise_pred = self._guided_prediction(call, embeds, cache_kwargs)
 
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
@@ -611,6 +627,21 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
                 progress_bar.update()
         self._current_timestep = None
         return latents
+
+    def _guided_prediction(self, call: dict, embeds: dict, cache_kwargs: dict) -> torch.Tensor:
+        """The flow prediction of one step (float32): conditional, or guided `uncond + g * (cond - uncond)`."""
+        prompt_embeds, negative_prompt_embeds = embeds["prompt_embeds"], embeds["negative_prompt_embeds"]
+        if not self.do_classifier_free_guidance:
+            return self._predict("cond", prompt_embeds, cache_kwargs, call)
+        if getattr(self, "_batched_guidance", False):
+            both = self._predict(
+                "cond_uncond", _stack_text(prompt_embeds, negative_prompt_embeds), cache_kwargs, _doubled(call)
+            )
+            noise_cond, noise_uncond = both.chunk(2)
+        else:
+            noise_cond = self._predict("cond", prompt_embeds, cache_kwargs, call)
+            noise_uncond = self._predict("uncond", negative_prompt_embeds, cache_kwargs, call)
+        return noise_uncond + self._guidance_scale * (noise_cond - noise_uncond)
 
     def _predict(self, name: str, encoder_hidden_states, cache_kwargs: dict, call: dict) -> torch.Tensor:
         """One DiT call under the cache context `name` ("cond" / "uncond"); the flow prediction in float32."""
@@ -659,6 +690,19 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
         if not return_dict:
             return (video,)
         return WanPipelineOutput(frames=video)
+
+
+def _stack_text(prompt_embeds: torch.Tensor, negative_prompt_embeds: torch.Tensor) -> torch.Tensor:
+    """The two text embeddings as one batch, the shorter zero-padded to the longer: the DiT zero-pads every text
+    embedding to 512 rows anyway, so the padding changes nothing."""
+    length = max(prompt_embeds.shape[1], negative_prompt_embeds.shape[1])
+    padded = [F.pad(embeds, (0, 0, 0, length - embeds.shape[1])) for embeds in (prompt_embeds, negative_prompt_embeds)]
+    return torch.cat(padded)
+
+
+def _doubled(call: dict) -> dict:
+    """The DiT inputs of one call, each batched tensor repeated so that the batch holds every video twice."""
+    return {name: torch.cat([value, value]) if name in _PER_VIDEO_INPUTS else value for name, value in call.items()}
 
 
 def _check_text(name: str, value) -> int:
