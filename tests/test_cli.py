@@ -1,5 +1,6 @@
 """The `wan-diffusers` command: the offline demo writes playable mp4 files for every task; bad arguments exit 1."""
 
+import json
 import subprocess
 import sys
 
@@ -183,3 +184,75 @@ def test_an_original_release_folder_is_pointed_to_convert(tmp_path, capsys):
     args = ["generate", "--model", str(release), "--prompt", "A cat", "--output", str(tmp_path / "out.mp4")]
     assert main(args) == 1
     assert "convert it first with `wan-diffusers convert --checkpoint-dir" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# wan-diffusers bench
+
+BENCH_SMALL = ["--height", "32", "--width", "48", "--num-frames", "5", "--steps", "2", "--warmup", "1"]
+
+
+def save_tiny_transformer(folder, task="t2v", **config):
+    from factories.transformer import tiny_transformer_config
+
+    from wan_diffusers import WanTransformer3DModel, WanVACETransformer3DModel
+
+    cls = WanVACETransformer3DModel if "vace_layers" in config else WanTransformer3DModel
+    cls(**tiny_transformer_config(task, **config)).save_pretrained(folder)
+    return folder
+
+
+def test_bench_reports_seconds_per_step_and_the_floor(tmp_path, capsys):
+    save_tiny_transformer(tmp_path / "pipe" / "transformer")
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")  # a pipeline folder: its transformer/ is used
+    results = tmp_path / "results.jsonl"
+    args = ["bench", "--model", str(tmp_path / "pipe"), "--peak-tflops", "0.5", "--output", str(results)]
+    assert main(args + BENCH_SMALL) == 0
+    out = capsys.readouterr().out
+    assert "s/step (median of 2" in out and "% of the floor" in out
+    result = json.loads(results.read_text())
+    assert result["tokens"] == 2 * 2 * 3 and result["steps_timed"] == 2 and result["guidance"] == "two-pass"
+    assert result["floor_s_per_step"] == pytest.approx(result["tflop_per_step"] / 0.5)
+    assert result["fraction_of_floor"] == pytest.approx(result["floor_s_per_step"] / result["s_per_step"])
+    assert result["peak_rss_gb"] > 0
+
+
+@pytest.mark.parametrize(
+    "task, config, guidance",
+    [
+        ("t2v", {}, "batched"),
+        ("t2v", {}, "off"),
+        ("i2v", {}, "two-pass"),
+        ("flf2v", {}, "batched"),
+        ("t2v", {"vace_layers": [0], "vace_in_channels": 8}, "batched"),
+    ],
+)
+def test_bench_runs_every_kind_of_model_from_its_config_alone(task, config, guidance, tmp_path, capsys):
+    from wan_diffusers import WanTransformer3DModel, WanVACETransformer3DModel
+
+    folder = save_tiny_transformer(tmp_path / "transformer", task, **config)
+    (folder / "diffusion_pytorch_model.safetensors").unlink()  # --random-weights reads config.json alone
+    args = ["bench", "--model", str(folder), "--random-weights", "--guidance", guidance]
+    assert main(args + BENCH_SMALL) == 0
+    out = capsys.readouterr().out
+    cls = WanVACETransformer3DModel if config.get("vace_layers") else WanTransformer3DModel
+    assert out.startswith(cls.__name__) and "floor: unknown for this device" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--height", "40"], "--height must be a positive multiple of 16"),
+        (["--num-frames", "8"], r"--num-frames must be 4k \+ 1"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--peak-tflops", "-1"], "--peak-tflops must be positive"),
+        (["--model", "{missing}"], "missing"),
+    ],
+)
+def test_bench_bad_arguments_exit_with_a_message(args, message, tmp_path, capsys):
+    import re
+
+    folder = save_tiny_transformer(tmp_path / "transformer")
+    args = [arg.format(missing=tmp_path / "missing") for arg in args]
+    assert main(["bench", "--model", str(folder)] + args) == 1
+    assert re.search(message, capsys.readouterr().err)

@@ -1,10 +1,12 @@
-"""The `wan-diffusers` command: `generate` a video file, `convert` an original release.
+"""The `wan-diffusers` command: `generate` a video file, `convert` an original release, `bench` your hardware.
 
     wan-diffusers generate --prompt "A cat walks on the grass" --output cat.mp4
         a tiny random-weight pipeline built in code: runs offline on a CPU in seconds, and its frames are noise
     wan-diffusers generate --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "..." --output cat.mp4
         the real model (a Hub id or a local folder in the Hub format)
     wan-diffusers convert --checkpoint-dir Wan2.1-T2V-1.3B --output-dir Wan2.1-T2V-1.3B-Diffusers
+    wan-diffusers bench --model Wan2.1-T2V-1.3B-Diffusers
+        seconds per denoising step at 832 x 480 x 81, and the fraction of the hardware's floor (bench.py)
 
 `generate` samples like the original `generate.py` by default (`--sampler unipc` with the task's `--shift`); the
 other tasks take `--image` (i2v), `--image` and `--last-image` (flf2v), `--video` (v2v), or any of `--video`,
@@ -47,7 +49,7 @@ TASK_INPUTS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wan-diffusers", description="Wan 2.1 video generation with diffusers.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,convert}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,convert,bench}")
     _add_generate_arguments(
         commands.add_parser("generate", help="generate a video file", description=__doc__.split("\n\n")[1])
     )
@@ -55,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_convert_arguments(
         commands.add_parser("convert", help="convert an original Wan 2.1 release folder to the Hub format")
+    )
+    from .bench import __doc__ as bench_doc
+    from .bench import add_bench_arguments
+
+    add_bench_arguments(
+        commands.add_parser(
+            "bench",
+            help="seconds per denoising step of a model on this machine, against the floor",
+            description=bench_doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     )
     return parser
 
@@ -298,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "convert":
         return run_convert(args)  # shows its own progress
+    if args.command == "bench":
+        from .bench import run_bench
+
+        with progress_on_stderr():
+            return run_bench(args)
     with progress_on_stderr():  # this package's INFO messages on stderr while the command runs
         return run_generate(args)
 
