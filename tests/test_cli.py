@@ -193,9 +193,9 @@ BENCH_SMALL = ["--height", "32", "--width", "48", "--num-frames", "5", "--steps"
 
 
 def save_tiny_transformer(folder, task="t2v", **config):
-    from factories.transformer import tiny_transformer_config
-
     from wan_diffusers import WanTransformer3DModel, WanVACETransformer3DModel
+
+    from factories.transformer import tiny_transformer_config
 
     cls = WanVACETransformer3DModel if "vace_layers" in config else WanTransformer3DModel
     cls(**tiny_transformer_config(task, **config)).save_pretrained(folder)
