@@ -6,9 +6,13 @@ that a drift of the machine (clocks, other jobs) affects both alike; the medians
 """
 
 import json
+import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import torch
 
@@ -75,3 +79,48 @@ def built_in(dtype: torch.dtype, device: torch.device, cls: type, **config) -> t
             return cls(**config).eval()
     finally:
         torch.set_default_dtype(previous)
+
+
+def throughput(row: dict, name: str, flops_per_call: float, peak_tflops: float | None) -> dict:
+    """Add the achieved TFLOP/s of `name`'s median time and, with a known peak rate, the fraction of the floor."""
+    row[f"{name}_tflops"] = flops_per_call / 1e12 / row[f"{name}_s"]
+    if peak_tflops:
+        row[f"{name}_fraction_of_floor"] = row[f"{name}_tflops"] / peak_tflops
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Peak memory on the CPU: the resident set size of a fresh process
+
+
+def run_in_fresh_process(function: Callable, *args):
+    """`function(*args)` in a new interpreter, so that nothing another measurement allocated is in its peak.
+
+    glibc is told to return every allocation of 64 KiB or more to the system when it is freed
+    (`MALLOC_MMAP_THRESHOLD_`), so that the resident set follows the memory actually in use. `function` must be
+    defined at the top level of an importable module or of the benchmark script.
+    """
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)  # read by glibc when the child process starts
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+class PeakResidentMemory:
+    """Peak resident memory of this process between `start()` and `stop()`, beyond what was resident at `start()`.
+
+    Linux only: it resets the kernel's high-water mark (`/proc/self/clear_refs`) and reads `VmHWM`.
+    """
+
+    def start(self) -> None:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set size (VmHWM) to the current one
+        self.before = _proc_status_bytes("VmRSS")
+
+    def stop(self) -> int:
+        return _proc_status_bytes("VmHWM") - self.before
+
+
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError(f"/proc/self/status has no {field}: peak RSS is only measured on Linux")
