@@ -269,13 +269,30 @@ def test_bfloat16_runs_and_stays_closer_to_float32_than_diffusers(tmp_path):
 def test_rope_tables_are_built_once_per_grid_and_stay_float32():
     model = tiny_model().to(torch.bfloat16)
     latent = torch.zeros(1, 16, 3, 4, 6)
-    cos, sin = model.rope(latent)
-    assert cos.dtype == sin.dtype == torch.float32 and cos.shape == (1, 3 * 2 * 3, 1, 6)
-    assert model.rope(latent)[0] is cos  # cached
+    table = model.rope(latent)
+    assert table.dtype == torch.float32 and table.shape == (1, 3 * 2 * 3, 1, 12)  # (cos, sin) of 6 channel pairs
+    assert model.rope(latent) is table  # cached
     # Exact tables: angles in float64, then rounded once to float32.
     frequencies = 1.0 / 10000.0 ** (torch.arange(0, 4, 2, dtype=torch.float64) / 4)  # time axis: 4 channels
-    expected = torch.cos(torch.outer(torch.arange(3, dtype=torch.float64), frequencies)).float()
-    assert torch.equal(cos[0, ::6, 0, :2], expected)
+    angles = torch.outer(torch.arange(3, dtype=torch.float64), frequencies)
+    assert torch.equal(table[0, ::6, 0, 0:4:2], angles.cos().float())
+    assert torch.equal(table[0, ::6, 0, 1:4:2], angles.sin().float())
+
+
+def test_rotary_embedding_complex_and_real_arithmetic_agree():
+    """Eager mode rotates as complex numbers; under torch.compile (and on MPS) the same products are written out."""
+    model = tiny_model()
+    table = model.rope(torch.zeros(1, 16, 3, 4, 6))
+    query = torch.randn(2, table.shape[1], 2, 12)
+    eager = transformer_wan.apply_rotary_emb(query, table)
+    compiled = torch.compile(transformer_wan.apply_rotary_emb, backend="eager", fullgraph=True)(query, table)
+    # Both compute x_re*cos - x_im*sin and x_re*sin + x_im*cos in float32; measured bit-identical on this CPU, and
+    # an FMA-contracting kernel would move them by one rounding (~6e-8 relative).
+    assert max_rel(compiled, eager) <= 1e-6
+    real, imag = query.unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = table.unflatten(-1, (-1, 2)).unbind(-1)
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1).flatten(-2)
+    assert max_rel(eager, rotated) <= 1e-6
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,6 +314,20 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert model.is_gradient_checkpointing
     # Recomputation repeats exactly the same float32 operations: identical up to kernel nondeterminism.
     assert max(max_abs(checkpointed[name], plain[name]) for name in plain) <= 1e-6
+
+
+def test_in_place_updates_without_autograd_give_the_same_output_and_leave_the_block_input_alone():
+    """Without autograd the block updates its own residual stream and the FFN activation in place."""
+    model = tiny_model("i2v")
+    inputs = tiny_transformer_inputs("i2v")
+    with_autograd = model(**inputs).sample  # out-of-place ops, as in training
+    assert torch.equal(run(model, **inputs), with_autograd.detach())  # the same float32 operations, in place
+
+    block_inputs = []
+    model.blocks[1].register_forward_pre_hook(lambda module, args: block_inputs.append(args[0].clone()))
+    model.blocks[1].register_forward_pre_hook(lambda module, args: block_inputs.append(args[0]))
+    run(model, **inputs)
+    assert torch.equal(block_inputs[0], block_inputs[1])  # cache hooks keep the block input to compare with
 
 
 def test_attention_backend_can_be_switched():
@@ -412,8 +443,7 @@ def test_context_parallel_plan_names_real_modules_and_arguments():
             for argument in spec:
                 if isinstance(argument, str):
                     assert argument in inspect.signature(modules[path].forward).parameters
-    cos, _ = model.rope(torch.zeros(1, 16, 3, 4, 6))
-    assert cos.ndim == 4  # split on dim 1 by the plan
+    assert model.rope(torch.zeros(1, 16, 3, 4, 6)).ndim == 4  # split on dim 1 by the plan
 
 
 def test_no_split_and_repeated_block_names_match_the_block_class():

@@ -62,7 +62,7 @@ class WanVACETransformerBlock(WanTransformerBlock):
         encoder_hidden_states: torch.Tensor,
         control_hidden_states: torch.Tensor,
         temb: torch.Tensor,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        rotary_emb: torch.Tensor,
         encoder_hidden_states_image: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (hint, control_hidden_states), both (B, S, D) float32.
