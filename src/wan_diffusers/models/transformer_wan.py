@@ -58,13 +58,14 @@ def timestep_sinusoid(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).float()
 
 
-def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor) -> torch.Tensor:
+def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor, in_place: bool = False) -> torch.Tensor:
     """Rotate adjacent channel pairs (2j, 2j+1) as complex numbers, in float32.
 
     `rotary_emb` holds (cos, sin) of each pair's angle interleaved, i.e. the complex rotations as real numbers. Eager
     mode multiplies complex numbers, one pass over the tensor; under `torch.compile` (Inductor generates no code for
     complex tensors and would fall back to eager kernels) and on MPS it spells the same products and sums out in
     real arithmetic, which Inductor fuses with its neighbours. Both compute in float32 and agree to rounding.
+    `in_place` lets eager mode overwrite a float32 `hidden_states` instead of allocating the result.
 
     Shapes: hidden_states [B, S, N, d]; rotary_emb [1, S, 1, d] float32 -> [B, S, N, d] in the input dtype.
     """
@@ -74,14 +75,41 @@ def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor) -> t
         real, imag = pairs.unbind(-1)
         cos, sin = rotations.unbind(-1)
         rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    elif in_place:
+        rotated = torch.view_as_real(torch.view_as_complex(pairs).mul_(torch.view_as_complex(rotations)))
     else:
         rotated = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rotations))
     return rotated.flatten(-2).type_as(hidden_states)
 
 
-def modulate(hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """`hidden_states * (1 + scale) + shift` in one fused pass (rounded once: a fused multiply-add on CPU)."""
-    return torch.addcmul(shift, hidden_states, 1 + scale)
+def modulate(
+    hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, in_place: bool = False
+) -> torch.Tensor:
+    """`hidden_states * (1 + scale) + shift` in one fused pass (rounded once: a fused multiply-add on CPU).
+
+    `in_place` writes the result over `hidden_states` (a norm's output, when no gradient is recorded).
+    """
+    return torch.addcmul(shift, hidden_states, 1 + scale, out=hidden_states if in_place else None)
+
+
+class WanRMSNorm(nn.RMSNorm):
+    """`nn.RMSNorm` over the last dimension, with fewer temporaries on the CPU when no gradient is recorded.
+
+    PyTorch's CPU kernel computes x * rsqrt(mean(x^2) + eps) * weight in float32 with three new tensors the size of
+    the input (x^2, x * rsqrt, the weighted result); this path does the same arithmetic, in the same order, with the
+    two products going into one new tensor (or into the float32 copy of a reduced-precision input). Elsewhere, under
+    autograd and under `torch.compile` (which fuses it anyway) it is `nn.RMSNorm` itself.
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or hidden_states.device.type != "cpu":
+            return super().forward(hidden_states)
+        upcast = hidden_states.float()
+        inverse_rms = torch.rsqrt(upcast.square().mean(-1, keepdim=True).add_(self.eps))  # (..., 1)
+        normalized = upcast.mul_(inverse_rms) if upcast is not hidden_states else upcast * inverse_rms
+        if self.weight is not None:
+            normalized = normalized.mul_(self.weight)
+        return normalized.type_as(hidden_states)
 
 
 def _matmul_dtype(layer: nn.Module, fallback: torch.dtype) -> torch.dtype:
@@ -183,8 +211,10 @@ class WanAttnProcessor:
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))  # (B, L, N, d)
         value = value.unflatten(2, (attn.heads, -1))
         if rotary_emb is not None:
-            query = apply_rotary_emb(query, rotary_emb)
-            key = apply_rotary_emb(key, rotary_emb)
+            # q and k are the norms' new tensors: without autograd they can be rotated in place.
+            in_place = not torch.is_grad_enabled()
+            query = apply_rotary_emb(query, rotary_emb, in_place)
+            key = apply_rotary_emb(key, rotary_emb, in_place)
 
         # Context parallelism shards the video tokens only, so only self-attention gathers across ranks.
         output = dispatch_attention_fn(
@@ -232,14 +262,14 @@ class WanAttention(nn.Module, AttentionModuleMixin):
         self.to_k = nn.Linear(dim, dim)
         self.to_v = nn.Linear(dim, dim)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
+        self.norm_q = WanRMSNorm(dim, eps=eps)
+        self.norm_k = WanRMSNorm(dim, eps=eps)
 
         self.add_k_proj = self.add_v_proj = self.norm_added_k = None
         if added_kv_proj_dim is not None:
             self.add_k_proj = nn.Linear(added_kv_proj_dim, dim)
             self.add_v_proj = nn.Linear(added_kv_proj_dim, dim)
-            self.norm_added_k = nn.RMSNorm(dim, eps=eps)
+            self.norm_added_k = WanRMSNorm(dim, eps=eps)
 
         self.set_processor(processor if processor is not None else self._default_processor_cls())
 
@@ -315,7 +345,8 @@ class WanConditionEmbedder(nn.Module):
         timestep_proj = self.time_proj(self.act_fn(temb).to(_matmul_dtype(self.time_proj, compute_dtype))).float()
 
         padding_rows = TEXT_CONTEXT_LENGTH - encoder_hidden_states.shape[1]
-        encoder_hidden_states = nn.functional.pad(encoder_hidden_states, (0, 0, 0, padding_rows))
+        if padding_rows:
+            encoder_hidden_states = nn.functional.pad(encoder_hidden_states, (0, 0, 0, padding_rows))
         encoder_hidden_states = self.text_embedder(encoder_hidden_states.to(compute_dtype))
 
         if encoder_hidden_states_image is not None:
@@ -394,13 +425,14 @@ class WanTransformerBlock(nn.Module):
             self.scale_shift_table.float() + temb.float()
         ).chunk(6, dim=1)  # each (B, 1, D)
 
-        # 1. self-attention
-        norm_hidden_states = modulate(self.norm1(hidden_states), shift_msa, scale_msa).to(compute_dtype)
-        attn_output = self.attn1(norm_hidden_states, rotary_emb=rotary_emb)
-        # A new tensor: the block's input stays as it was (cache hooks compare the block's output with it). The later
-        # updates may then go in place.
-        hidden_states = torch.addcmul(hidden_states, attn_output, gate_msa)
+        # Without autograd, tensors the block made itself are updated in place (never the block's input: cache hooks
+        # compare the block's output with it).
         in_place = not torch.is_grad_enabled()
+
+        # 1. self-attention
+        norm_hidden_states = modulate(self.norm1(hidden_states), shift_msa, scale_msa, in_place).to(compute_dtype)
+        attn_output = self.attn1(norm_hidden_states, rotary_emb=rotary_emb)
+        hidden_states = torch.addcmul(hidden_states, attn_output, gate_msa)  # a new tensor
 
         # 2. cross-attention
         norm_hidden_states = self.norm2(hidden_states).to(compute_dtype)
@@ -412,7 +444,8 @@ class WanTransformerBlock(nn.Module):
         hidden_states = _residual_add(hidden_states, attn_output, in_place=in_place)
 
         # 3. feed-forward
-        norm_hidden_states = modulate(self.norm3(hidden_states), c_shift_msa, c_scale_msa).to(compute_dtype)
+        norm_hidden_states = modulate(self.norm3(hidden_states), c_shift_msa, c_scale_msa, in_place)
+        norm_hidden_states = norm_hidden_states.to(compute_dtype)
         ff_output = self.ffn(norm_hidden_states)
         hidden_states = _residual_add(hidden_states, ff_output, c_gate_msa, in_place=in_place)
         if hint is not None:
@@ -653,7 +686,12 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
         """(B, C, F, H, W) -> the float32 residual stream (B, S, D), and the dtype the sub-layers compute in."""
         hidden_states = self.patch_embedding(hidden_states.to(self.patch_embedding.weight.dtype))
         compute_dtype = hidden_states.dtype
-        return hidden_states.flatten(2).transpose(1, 2).float().contiguous(), compute_dtype
+        hidden_states = hidden_states.flatten(2).transpose(1, 2)  # (B, S, D), a strided view
+        # One copy into a contiguous float32 tensor. It must be contiguous: element-wise ops give their output the
+        # layout of their first input, so a strided residual stream would stay strided through every block and
+        # every LayerNorm would copy it. (`.to(float32, memory_format=...)` returns a float32 view unchanged.)
+        residual = torch.empty_like(hidden_states, dtype=torch.float32, memory_format=torch.contiguous_format)
+        return residual.copy_(hidden_states), compute_dtype
 
     def _run_block(self, block: nn.Module, hidden_states: torch.Tensor, *args) -> torch.Tensor:
         if torch.is_grad_enabled() and self.gradient_checkpointing:
@@ -665,7 +703,7 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
         shift, scale = (self.scale_shift_table.float() + temb[:, None]).chunk(2, dim=1)  # each (B, 1, D)
         # With a multi-device `device_map` the head may live on another device than the last block.
         shift, scale = shift.to(hidden_states.device), scale.to(hidden_states.device)
-        hidden_states = modulate(self.norm_out(hidden_states), shift, scale)
+        hidden_states = modulate(self.norm_out(hidden_states), shift, scale, in_place=not torch.is_grad_enabled())
         return self.proj_out(hidden_states.to(compute_dtype)).float()
 
     def _unpatchify(self, hidden_states: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
