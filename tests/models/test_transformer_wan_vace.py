@@ -152,6 +152,15 @@ def test_a_shorter_control_input_is_zero_padded_like_diffusers(monkeypatch):
     assert max_rel(run(model, **inputs), theirs) <= 1e-6  # measured 0
 
 
+@pytest.mark.parametrize("control_frames", [3, 2], ids=["full", "shorter"])
+def test_the_control_stream_is_a_contiguous_float32_tensor(control_frames):
+    """Like the main residual stream: a strided control stream would be copied by every LayerNorm of the hint blocks."""
+    model = tiny_vace_transformer().to(torch.bfloat16)
+    control = tiny_vace_inputs(latent_shape=(3, 4, 6))["control_hidden_states"][:, :, :control_frames]
+    tokens = model._embed_control(control.bfloat16(), num_tokens=3 * 2 * 3)
+    assert tokens.dtype == torch.float32 and tokens.is_contiguous() and tokens.shape == (2, 18, 24)
+
+
 @pytest.mark.oracle
 def test_diffusers_loads_the_parity_weights_and_agrees():
     """The converted original weights mean the same to diffusers' class: same keys, same results."""

@@ -118,6 +118,17 @@ def _matmul_dtype(layer: nn.Module, fallback: torch.dtype) -> torch.dtype:
     return dtype if dtype in _FLOAT_DTYPES else fallback
 
 
+def patch_tokens(patches: torch.Tensor) -> torch.Tensor:
+    """Patch embeddings [B, D, F', H', W'] -> contiguous float32 tokens [B, F'*H'*W', D], in one copy.
+
+    Contiguous matters: element-wise ops give their output the layout of their first input, so a strided residual
+    stream would stay strided through every block and every LayerNorm would copy it. (`.to(torch.float32,
+    memory_format=torch.contiguous_format)` returns a strided float32 tensor as it is.)
+    """
+    tokens = patches.flatten(2).transpose(1, 2)  # a strided view
+    return torch.empty_like(tokens, dtype=torch.float32, memory_format=torch.contiguous_format).copy_(tokens)
+
+
 class WanRotaryPosEmbed(nn.Module):
     """3-D rotary position embedding over the (frame, row, column) grid of patches.
 
@@ -685,13 +696,7 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
     def _embed_patches(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
         """(B, C, F, H, W) -> the float32 residual stream (B, S, D), and the dtype the sub-layers compute in."""
         hidden_states = self.patch_embedding(hidden_states.to(self.patch_embedding.weight.dtype))
-        compute_dtype = hidden_states.dtype
-        hidden_states = hidden_states.flatten(2).transpose(1, 2)  # (B, S, D), a strided view
-        # One copy into a contiguous float32 tensor. It must be contiguous: element-wise ops give their output the
-        # layout of their first input, so a strided residual stream would stay strided through every block and
-        # every LayerNorm would copy it. (`.to(float32, memory_format=...)` returns a float32 view unchanged.)
-        residual = torch.empty_like(hidden_states, dtype=torch.float32, memory_format=torch.contiguous_format)
-        return residual.copy_(hidden_states), compute_dtype
+        return patch_tokens(hidden_states), hidden_states.dtype
 
     def _run_block(self, block: nn.Module, hidden_states: torch.Tensor, *args) -> torch.Tensor:
         if torch.is_grad_enabled() and self.gradient_checkpointing:

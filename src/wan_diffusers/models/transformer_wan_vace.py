@@ -27,7 +27,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from diffusers.utils import apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
-from .transformer_wan import WanTransformer3DModel, WanTransformerBlock
+from .transformer_wan import WanTransformer3DModel, WanTransformerBlock, patch_tokens
 
 # diffusers' default: the 14B layout, a hint after every fifth of 40 blocks.
 _DEFAULT_VACE_LAYERS = (0, 5, 10, 15, 20, 25, 30, 35)
@@ -313,11 +313,11 @@ class WanVACETransformer3DModel(WanTransformer3DModel):
         control_hidden_states = self.vace_patch_embedding(
             control_hidden_states.to(self.vace_patch_embedding.weight.dtype)
         )
-        control_hidden_states = control_hidden_states.flatten(2).transpose(1, 2).float()
+        control_hidden_states = patch_tokens(control_hidden_states)
         padding_tokens = num_tokens - control_hidden_states.shape[1]
         if padding_tokens:
             control_hidden_states = nn.functional.pad(control_hidden_states, (0, 0, 0, padding_tokens))
-        return control_hidden_states.contiguous()
+        return control_hidden_states
 
 
 # diffusers' hooks look blocks up by class. The stream a hint block carries forward is the control stream, returned
