@@ -1,8 +1,11 @@
 """One DiT forward of wan-diffusers against diffusers' built-in WanTransformer3DModel, on identical weights and inputs.
 
-Prints the median seconds per forward (interleaved timing, see common.py), the peak memory on a GPU, the ratios
-ours / diffusers for each mode (eager, and regional `torch.compile` of the repeated blocks), and the difference
-between the two outputs. Results are appended as JSON lines to `--output` when given.
+Prints the median seconds per forward (interleaved timing, see common.py), the ratios ours / diffusers for each mode
+(eager, and regional `torch.compile` of the repeated blocks), the achieved TFLOP/s (`wan_diffusers.utils.flops`: 283
+TFLOP per forward for 1.3B at 480P) and, where the accelerator's dense bf16 rate is known or given (`--peak-tflops`),
+the fraction of that floor; the peak memory of a forward beyond what was in use before it (`max_memory_allocated` on
+a GPU, the resident set of a fresh process on the CPU, see common.py); and the difference between the two outputs.
+Results are appended as JSON lines to `--output` when given.
 
     python benchmarks/bench_transformer.py --preset tiny                               # CPU, seconds
     python benchmarks/bench_transformer.py --preset cpu-small                          # released widths, 2 blocks
@@ -18,7 +21,16 @@ rows of 4096). Both models are laid out as `from_pretrained(torch_dtype=dtype)` 
 import argparse
 
 import torch
-from common import append_json_lines, built_in, format_times, summarize_times, time_interleaved
+from common import (
+    PeakResidentMemory,
+    append_json_lines,
+    built_in,
+    format_times,
+    run_in_fresh_process,
+    summarize_times,
+    throughput,
+    time_interleaved,
+)
 
 PRESETS = {
     # name: (transformer config, latent (frames, height, width))
@@ -36,6 +48,8 @@ def parse_args():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--compile", action="store_true", help="also time regional torch.compile of the blocks")
+    parser.add_argument("--peak-tflops", type=float, help="the accelerator's dense rate (default: known GPUs)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--output", help="append results as JSON lines to this file")
@@ -61,55 +75,92 @@ def build_models(config: dict, device: torch.device, dtype: torch.dtype) -> dict
     return models
 
 
-def peak_memory_gb(model, inputs, device) -> float | None:
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    with torch.inference_mode():
-        model(**inputs)
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2**30
-
-
-def main():
-    args = parse_args()
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    config, (frames, height, width) = PRESETS[args.preset]
-    models = build_models(config, device, dtype)
+def make_inputs(preset: str, text_dim: int, device: torch.device, dtype: torch.dtype) -> dict:
+    _, (frames, height, width) = PRESETS[preset]
     generator = torch.Generator(device).manual_seed(0)
-    text_dim = models["ours"].config.text_dim
-    inputs = {
+    return {
         "hidden_states": torch.randn(1, 16, frames, height, width, generator=generator, device=device, dtype=dtype),
         "timestep": torch.tensor([999.0], device=device),
         "encoder_hidden_states": torch.randn(1, 512, text_dim, generator=generator, device=device, dtype=dtype),
     }
-    tokens = frames * (height // 2) * (width // 2)
-    parameters = sum(p.numel() for p in models["ours"].parameters()) / 1e9
-    print(f"preset {args.preset} on {device} in {args.dtype}: {parameters:.3f} B parameters, {tokens} tokens")
 
-    def forward(model):
-        with torch.inference_mode():
-            return model(**inputs).sample.float()
+
+def forward(model, inputs: dict) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(**inputs).sample.float()
+
+
+def cuda_peak_bytes(model, inputs: dict, device: torch.device) -> int:
+    """Bytes one forward allocates beyond what was allocated before it."""
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    forward(model, inputs)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def cpu_peak_in_fresh_process(preset: str, dtype: str, implementation: str) -> int:
+    """Like `cuda_peak_bytes` for the CPU's resident memory, in this (fresh) process, after a warm-up forward."""
+    device, dtype = torch.device("cpu"), getattr(torch, dtype)
+    model = build_models(PRESETS[preset][0], device, dtype)[implementation]
+    inputs = make_inputs(preset, model.config.text_dim, device, dtype)
+    forward(model, inputs)
+    memory = PeakResidentMemory()
+    memory.start()
+    forward(model, inputs)
+    return memory.stop()
+
+
+def main():
+    from wan_diffusers.utils.flops import peak_tflops, transformer_forward_flops, video_tokens
+
+    args = parse_args()
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    config, latent = PRESETS[args.preset]
+    models = build_models(config, device, dtype)
+    inputs = make_inputs(args.preset, models["ours"].config.text_dim, device, dtype)
+    tokens = video_tokens(dict(models["ours"].config), *latent)
+    flops = transformer_forward_flops(dict(models["ours"].config), *latent).total
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = args.peak_tflops or peak_tflops(device_name)
+    parameters = sum(p.numel() for p in models["ours"].parameters()) / 1e9
+    print(
+        f"preset {args.preset} on {device_name} in {args.dtype}: {parameters:.3f} B parameters, {tokens:,} tokens, "
+        f"{flops / 1e12:.4g} TFLOP per forward"
+    )
 
     results = []
     for mode in ["eager"] + (["compiled"] if args.compile else []):
         if mode == "compiled":
             for model in models.values():
                 model.compile_repeated_blocks(fullgraph=True)
-        row = {"benchmark": "transformer", "preset": args.preset, "device": str(device), "dtype": args.dtype}
-        row.update(mode=mode, tokens=tokens)
-        calls = {name: (lambda model=model: forward(model)) for name, model in models.items()}
+        row = {"benchmark": "transformer", "preset": args.preset, "device": device_name, "dtype": args.dtype}
+        row.update(mode=mode, tokens=tokens, tflop_per_forward=flops / 1e12)
+        calls = {name: (lambda model=model: forward(model, inputs)) for name, model in models.items()}
         summarize_times(row, *time_interleaved(calls, device, args.warmup, args.iters))
-        outputs = {name: forward(model) for name, model in models.items()}
+        outputs = {name: forward(model, inputs) for name, model in models.items()}
         difference = (outputs["ours"] - outputs["diffusers"]).abs().max() / outputs["diffusers"].abs().max()
         row["max_rel_difference"] = difference.item()
         text = f"{mode:9s} {format_times(row)}; outputs differ by max_rel {row['max_rel_difference']:.2e}"
-        if device.type == "cuda":
+        for name in models:
+            throughput(row, name, flops, peak)
+            text += f"\n          {name}: {row[f'{name}_tflops']:.4g} TFLOP/s"
+            if peak:
+                text += f", {100 * row[f'{name}_fraction_of_floor']:.1f} % of the floor at {peak:.0f} TFLOP/s"
+        if not args.no_memory and (device.type == "cuda" or mode == "eager"):
             for name, model in models.items():
-                row[f"{name}_peak_gb"] = peak_memory_gb(model, inputs, device)
-            row["ratio_memory"] = row["ours_peak_gb"] / row["diffusers_peak_gb"]
-            text += f"; peak {row['ours_peak_gb']:.2f} vs {row['diffusers_peak_gb']:.2f} GB"
+                if device.type == "cuda":
+                    peak_bytes = cuda_peak_bytes(model, inputs, device)
+                else:
+                    peak_bytes = run_in_fresh_process(cpu_peak_in_fresh_process, args.preset, args.dtype, name)
+                row[f"{name}_peak_mb"] = peak_bytes / 2**20
+            row["ratio_peak"] = row["ours_peak_mb"] / row["diffusers_peak_mb"]
+            text += (
+                f"\n          peak memory of a forward beyond what was in use before it: ours "
+                f"{row['ours_peak_mb']:.1f} MiB, diffusers {row['diffusers_peak_mb']:.1f} MiB, ratio {row['ratio_peak']:.3f}"
+            )
         results.append(row)
         print(text)
     if args.output:
