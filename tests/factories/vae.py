@@ -3,6 +3,9 @@
 - `PARITY_VAE_CONFIG`: the VAE of the parity fixtures (`components/Wan2.1_VAE.pth`): the released layout (4 stages,
   2 residual blocks each, temporal downsampling in stages 2 and 3) at base width 3 instead of 96.
 - `TINY_VAE_CONFIG`: diffusers' own test VAE (one residual block per stage, all stages 3 wide); the fastest model.
+- `WIDE_VAE_CONFIG`: the released layout at base width 32: the activations between the latents and the video have
+  multiples of 32 channels, as in the released VAE (96, 192, 384), so SiLU never takes PyTorch's scalar path for
+  the elements past the last multiple of the SIMD width, and frame-by-frame results can be compared bit for bit.
 - `tiny_vae(**overrides)`: a model of `TINY_VAE_CONFIG` (plus overrides) with random weights from a fixed seed.
 - `parity_vae()`: the fixture checkpoint converted with our key map.
 - `diffusers_twin(vae)`: diffusers' built-in `AutoencoderKLWan` with the same config and weights (the oracle).
@@ -25,6 +28,7 @@ PARITY_VAE_CONFIG = {
     "temperal_downsample": [False, True, True],
 }
 TINY_VAE_CONFIG = {**PARITY_VAE_CONFIG, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
+WIDE_VAE_CONFIG = {**PARITY_VAE_CONFIG, "base_dim": 32}
 
 
 def tiny_vae(seed: int = 0, **overrides) -> AutoencoderKLWan:

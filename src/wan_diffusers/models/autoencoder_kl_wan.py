@@ -3,8 +3,9 @@
 The VAE compresses a video [B, 3, 1 + 4k, H, W] in [-1, 1] into latents [B, 16, 1 + k, H/8, W/8] and back. Every
 convolution is causal in time, so a video can be processed in short chunks while carrying a small cache of the
 last input frames of each convolution (`CausalConvCache`): encoding runs the first frame, then chunks of 4 frames;
-decoding runs one latent frame at a time. Each chunk's result is written into a preallocated output, so memory
-holds the output plus the activations of one chunk, whatever the number of frames.
+decoding runs one latent frame at a time, and one frame at a time again after each temporal upsampling (depth
+first). Results are written into a preallocated output, so memory holds the output, the caches and the activations
+of one chunk (encoding) or one frame (decoding), whatever the number of frames.
 
 Numerics follow the original Wan2.1 `wan/modules/vae.py` (RMS norm through `F.normalize`, 'nearest-exact'
 upsampling in float32, right/bottom zero padding before stride-2 convolutions, the first-chunk rules of the temporal
@@ -16,6 +17,8 @@ decoder take their stage blocks from one place each (`WanEncoder3d.__init__`, `W
 same `(x, cache)` interface, and `AutoencoderKLWan._encode_into` / `_decode_into` mark where (un)patchifying goes.
 """
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -88,7 +91,58 @@ class CausalConvCache:
 # Building blocks
 
 
-class WanCausalConv3d(nn.Conv3d):
+def _pytorch_uses_onednn(input_shape: tuple[int, ...], kernel_size: tuple[int, ...]) -> bool:
+    """Whether PyTorch runs a float32 CPU convolution of this input through oneDNN (unstrided, one group, kernel <= 3).
+
+    Its rule (`use_mkldnn` in aten/src/ATen/native/Convolution.cpp): oneDNN when enabled, except for a batch of one
+    with batch x channels x input dims 2 and 3 <= 20480, or a 1x1 kernel in space with one thread and a batch under
+    16; those go through im2col and a matrix product, which sums in another order. `test_autoencoder_kl_wan.py`
+    checks this rule against PyTorch's own choice.
+    """
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    batch, channels, size2, size3 = input_shape[:4]
+    if tuple(kernel_size[-2:]) == (1, 1) and torch.get_num_threads() == 1 and batch < 16:
+        return False
+    return batch > 1 or batch * channels * size2 * size3 > 20480
+
+
+class _StreamedConvolution:
+    """Mixin of the VAE's convolutions: streamed frame by frame, they use the algorithm of the chunked computation.
+
+    The decoder runs its stages after a temporal upsampling one frame at a time (`WanDecoder3d._finish_frames`) where
+    the chunked computation (the original's, diffusers') runs `chunk_factor` times as many frames (2 or 4) together.
+    On the CPU in float32, PyTorch picks the algorithm by input size (`_pytorch_uses_onednn`), and one frame can
+    fall under the line that its chunk is above. Such a frame goes through oneDNN explicitly, as the chunk would:
+    oneDNN gives each frame the result it has within the chunk, so decoding stays bit-identical to the chunked
+    computation; the im2col fallback would also allocate a column buffer 27 times the frame (released VAE at 64 x 64:
+    91 MiB beyond the output instead of 68).
+    """
+
+    chunk_factor = 1  # set by WanDecoder3d
+
+    def _convolve(self, x: torch.Tensor, chunk_shape: tuple[int, ...]) -> torch.Tensor:
+        """This layer applied to its (padded) input `x`; `chunk_shape`: that input's shape in the chunked computation."""
+        on_cpu_in_float32 = x.device.type == "cpu" and x.dtype == torch.float32
+        if on_cpu_in_float32 and chunk_shape != x.shape and _pytorch_uses_onednn(chunk_shape, self.kernel_size):
+            return torch.mkldnn_convolution(
+                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+            )
+        return super().forward(x)
+
+    def _chunk_factor(self, cache: CausalConvCache | None) -> int:
+        # the first chunk is a single frame (the first latent frame decodes to one frame): nothing to split
+        return 1 if cache is None or cache.is_first_chunk else self.chunk_factor
+
+
+class WanConv2d(_StreamedConvolution, nn.Conv2d):
+    """`nn.Conv2d` applied to the frames [B*T, C, H, W] of a video, with the algorithm of the chunked computation."""
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
+        return self._convolve(x, (self._chunk_factor(cache) * x.shape[0], *x.shape[1:]))
+
+
+class WanCausalConv3d(_StreamedConvolution, nn.Conv3d):
     """A Conv3d that only looks back in time: the temporal padding goes in front of the first frame.
 
     Built like `nn.Conv3d(in_channels, out_channels, kernel_size, stride, padding)`: a temporal padding p becomes 2p
@@ -108,8 +162,11 @@ class WanCausalConv3d(nn.Conv3d):
         self.history_frames = self.kernel_size[0] - self.stride[0]
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
-        previous = cache.update(self, x) if cache is not None and self.history_frames > 0 else None
-        return super().forward(self._pad(x, previous))
+        # no name for the previous frames: they are freed once copied into the padded input, before the convolution
+        padded = self._pad(x, cache.update(self, x) if cache is not None and self.history_frames > 0 else None)
+        # the chunked computation has the same frames in front and `chunk_factor` times the frames of `x` behind
+        chunk_frames = padded.shape[2] + (self._chunk_factor(cache) - 1) * x.shape[2]
+        return self._convolve(padded, (*padded.shape[:2], chunk_frames, *padded.shape[3:]))
 
     def _pad(self, x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
         """[previous frames | x] with zero frames in front (as many as `previous` lacks) and zero borders.
@@ -176,9 +233,9 @@ class WanResample(nn.Module):
         self.mode = mode
         upsample_out_dim = upsample_out_dim or dim // 2
         if mode in ("upsample2d", "upsample3d"):
-            self.resample = nn.Sequential(WanUpsample2x(), nn.Conv2d(dim, upsample_out_dim, 3, padding=1))
+            self.resample = nn.Sequential(WanUpsample2x(), WanConv2d(dim, upsample_out_dim, 3, padding=1))
         elif mode in ("downsample2d", "downsample3d"):
-            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), WanConv2d(dim, dim, 3, stride=2))
         else:
             raise ValueError(f"`mode` must be up/downsample2d/3d, got {mode!r}")
         if mode == "upsample3d":
@@ -196,7 +253,8 @@ class WanResample(nn.Module):
 
         batch, _, frames, _, _ = x.shape
         x = x.permute(0, 2, 1, 3, 4).flatten(0, 1)  # [B*T, C, H, W]
-        x = self.resample(x)  # [B*T, C', H', W']
+        resize, conv = self.resample  # (2x upsampling or zero padding), convolution
+        x = conv(resize(x), cache)  # [B*T, C', H', W']
         x = x.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)  # [B, C', T, H', W']
 
         if self.mode == "downsample3d":
@@ -218,12 +276,12 @@ class WanResidualBlock(nn.Module):
         self.norm2 = WanRMSNorm(out_dim)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = WanCausalConv3d(out_dim, out_dim, 3, padding=1)
-        self.conv_shortcut = WanCausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+        self.conv_shortcut = WanCausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else None
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
         # One step per line, rebinding `x`: each activation is freed as soon as the next exists (a nested call would
         # keep conv1's output alive while conv2 runs).
-        shortcut = self.conv_shortcut(x)
+        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x, cache)
         x = F.silu(self.norm1(x))
         x = self.conv1(x, cache)
         x = F.silu(self.norm2(x))
@@ -341,9 +399,10 @@ class WanUpBlock(nn.Module):
 
 
 class WanDecoder3d(nn.Module):
-    """Latents [B, z_dim, 1, h, w] of one latent frame -> frames [B, out_channels, 1 or 4, 8h, 8w].
+    """Latents [B, z_dim, 1, h, w] of one latent frame -> its frames [B, out_channels, 1, 8h, 8w], one at a time.
 
-    Stage widths mirror the encoder: `dim * dim_mult[-1]` for the bottleneck, then `dim * dim_mult` reversed.
+    Stage widths mirror the encoder: `dim * dim_mult[-1]` for the bottleneck, then `dim * dim_mult` reversed. The
+    stages after the first temporal upsampling run frame by frame (`_finish_frames`).
     """
 
     def __init__(
@@ -360,7 +419,7 @@ class WanDecoder3d(nn.Module):
         widths = [dim * multiplier for multiplier in (dim_mult[-1], *reversed(dim_mult))]
         self.conv_in = WanCausalConv3d(z_dim, widths[0], 3, padding=1)
         self.mid_block = WanMidBlock(widths[0], dropout)
-        up_blocks = []
+        up_blocks, frames_per_latent_frame = [], 1
         for stage, (in_dim, out_dim) in enumerate(zip(widths[:-1], widths[1:])):
             if stage > 0:
                 in_dim //= 2  # the previous stage's upsampler halved the channels
@@ -368,17 +427,49 @@ class WanDecoder3d(nn.Module):
             if stage < len(dim_mult) - 1:
                 upsample_mode = "upsample3d" if temperal_upsample[stage] else "upsample2d"
             up_blocks.append(WanUpBlock(in_dim, out_dim, num_res_blocks, dropout, upsample_mode))
+            _set_chunk_factor(up_blocks[-1], frames_per_latent_frame)
+            frames_per_latent_frame *= 2 if upsample_mode == "upsample3d" else 1
         self.up_blocks = nn.ModuleList(up_blocks)
         self.norm_out = WanRMSNorm(widths[-1])
         self.conv_out = WanCausalConv3d(widths[-1], out_channels, 3, padding=1)
+        _set_chunk_factor(self.conv_out, frames_per_latent_frame)
 
-    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: CausalConvCache, write_frame: Callable[[torch.Tensor], None]) -> None:
+        """Decode one latent frame `x` [B, z_dim, 1, h, w]; hand its frames [B, out_channels, 1, 8h, 8w] (1 for the
+        first latent frame, 4 for the others) to `write_frame`, in order."""
         x = self.conv_in(x, cache)
         x = self.mid_block(x, cache)
-        for up_block in self.up_blocks:
-            x = up_block(x, cache)
-        x = F.silu(self.norm_out(x))
-        return self.conv_out(x, cache)
+        self._finish_frames(x, 0, cache, write_frame)
+
+    def _finish_frames(
+        self, x: torch.Tensor, stage: int, cache: CausalConvCache, write_frame: Callable[[torch.Tensor], None]
+    ) -> None:
+        """Run one frame `x` [B, C, 1, h', w'] through `up_blocks[stage:]` and the output layers, depth first.
+
+        When a temporal upsampling turns the frame into two, the first is decoded to the end before the second
+        starts, so each resolution holds the activations of one frame rather than the 2 or 4 of a chunk. The result
+        is the chunk's: every layer but the causal convolutions works on each frame alone (norms over channels, the
+        spatial resampling), and a causal convolution fed a chunk's frames one by one, in order, sees the same
+        inputs through its cache.
+        """
+        if stage == len(self.up_blocks):
+            x = F.silu(self.norm_out(x))
+            write_frame(self.conv_out(x, cache))
+            return
+        frames = list(self.up_blocks[stage](x, cache).split(1, dim=2))  # 1 or 2 of [B, C', 1, H', W']
+        # Hold no reference to a frame that is no longer needed: the input is dropped before going deeper, and each
+        # frame is handed over (popped) rather than kept in the list.
+        del x
+        while frames:
+            self._finish_frames(frames.pop(0), stage + 1, cache, write_frame)
+
+
+def _set_chunk_factor(module: nn.Module, chunk_factor: int) -> None:
+    """Tell the convolutions in `module` that the chunked computation runs them on `chunk_factor` times the frames
+    that the frame-by-frame decoder does (see `_StreamedConvolution`)."""
+    for layer in module.modules():
+        if isinstance(layer, _StreamedConvolution):
+            layer.chunk_factor = chunk_factor
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -409,6 +500,17 @@ class _Tile:
             region.copy_(result)
         else:
             region.addcmul_(result, self.weight.to(device=region.device, dtype=region.dtype))
+
+    def frame_writer(self, output: torch.Tensor) -> Callable[[torch.Tensor], None]:
+        """A function that writes the frames [B, C, 1, rows, columns] it is called with, in order, into `output`."""
+        frame_indices = itertools.count()
+
+        def write_frame(frame: torch.Tensor) -> None:
+            # a slice rather than one of `output.split(...)`: autograd forbids writing into views made by split
+            index = next(frame_indices)
+            self.write(output[:, :, index : index + 1], frame)
+
+        return write_frame
 
 
 def _tile_spans(length: int, tile: int, stride: int) -> list[tuple[int, int]]:
@@ -691,14 +793,18 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin):
         return DecoderOutput(sample=video) if return_dict else (video,)
 
     def _decode_into(self, z: torch.Tensor, video: torch.Tensor, tiles: list[_Tile]) -> None:
-        """Stream `z` [B, z_dim, T, h, w] through the decoder, tile by tile and one latent frame at a time."""
+        """Stream `z` [B, z_dim, T, h, w] through the decoder, tile by tile and one latent frame at a time.
+
+        The decoder hands over each frame as soon as it is finished (1 for the first latent frame, then 4 per latent
+        frame), and it goes straight into the next frame of `video`: no chunk of frames is ever assembled.
+        """
         for tile in tiles:
             cache = CausalConvCache()
+            write_frame = tile.frame_writer(video)
             for latent_index in range(z.shape[2]):
                 cache.is_first_chunk = latent_index == 0
-                frames = self.decoder(tile.read(z[:, :, latent_index : latent_index + 1]), cache=cache)
-                start = 0 if latent_index == 0 else 1 + self.temporal_compression_ratio * (latent_index - 1)
-                tile.write(video[:, :, start : start + frames.shape[2]], frames)  # 1 frame, then 4 per latent
+                latent = tile.read(z[:, :, latent_index : latent_index + 1])
+                self.decoder(latent, cache=cache, write_frame=write_frame)
 
     # -- forward --------------------------------------------------------------------------------------------------
 
