@@ -330,7 +330,7 @@ def test_in_place_updates_without_autograd_give_the_same_output_and_leave_the_bl
     assert torch.equal(block_inputs[0], block_inputs[1])  # cache hooks keep the block input to compare with
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_rms_norm_without_autograd_is_torch_rms_norm(dtype):
     """The CPU inference path of the q/k norms saves temporaries, not arithmetic: same operations, same order."""
     norm = transformer_wan.WanRMSNorm(24, eps=1e-6).to(dtype)
