@@ -14,8 +14,8 @@ differs from diffusers in three places:
   original's float32 autocast regions around every residual update amount to; diffusers rounds it to bf16 after
   every block.
 
-The modulations and gated residual updates are fused multiply-adds (`addcmul` does not round the product before
-the sum, as the original does: rounding-level differences, 2.5e-7 relative on a 2-block model's output), and without
+The modulations and gated residual updates are fused multiply-adds (`addcmul` rounds once where the original rounds
+the product and then the sum: rounding-level differences, 2.5e-7 relative on a 2-block model's output), and without
 autograd the block updates the tensors it made itself in place: inference holds fewer activations and, on the CPU,
 spends less time faulting in fresh memory.
 """
