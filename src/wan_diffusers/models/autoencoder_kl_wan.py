@@ -1,11 +1,13 @@
-"""AutoencoderKLWan: the causal 3D video VAE of Wan 2.1, streamed chunk by chunk.
+"""AutoencoderKLWan: the causal 3D video VAE of Wan 2.1, streamed frame by frame.
 
 The VAE compresses a video [B, 3, 1 + 4k, H, W] in [-1, 1] into latents [B, 16, 1 + k, H/8, W/8] and back. Every
 convolution is causal in time, so a video can be processed in short chunks while carrying a small cache of the
-last input frames of each convolution (`CausalConvCache`): encoding runs the first frame, then chunks of 4 frames;
-decoding runs one latent frame at a time, and one frame at a time again after each temporal upsampling (depth
-first). Results are written into a preallocated output, so memory holds the output, the caches and the activations
-of one chunk (encoding) or one frame (decoding), whatever the number of frames.
+last input frames of each convolution (`CausalConvCache`): encoding takes the first frame, then chunks of 4 frames,
+one latent frame each; decoding takes one latent frame at a time. Within a chunk, every layer but the causal
+convolutions works on each frame alone, so the frames go through one at a time, as deep as they can (the encoder's
+temporal downsamplings wait for pairs; the decoder's temporal upsamplings make two frames, finished one after the
+other), with the result of the whole chunk. Results go into a preallocated output: memory holds the output, the
+caches and the activations of about one frame, whatever the number of frames.
 
 Numerics follow the original Wan2.1 `wan/modules/vae.py` (RMS norm through `F.normalize`, 'nearest-exact'
 upsampling in float32, right/bottom zero padding before stride-2 convolutions, the first-chunk rules of the temporal
@@ -70,6 +72,7 @@ class CausalConvCache:
     def __init__(self):
         self.is_first_chunk = True
         self._trailing_frames: dict[nn.Module, torch.Tensor] = {}
+        self._held_frames: dict[nn.Module, torch.Tensor] = {}
 
     def update(self, conv: "WanCausalConv3d", x: torch.Tensor) -> torch.Tensor | None:
         """Return the frames kept for `conv` from earlier chunks (or None), then keep the last frames of `x`.
@@ -79,30 +82,44 @@ class CausalConvCache:
         previous = self._trailing_frames.get(conv)
         keep = conv.history_frames
         if x.shape[2] >= keep or previous is None:
-            trailing = x[:, :, -keep:]
-        else:  # a chunk shorter than the history: the missing frames come from the previous chunks
-            trailing = torch.cat([previous[:, :, x.shape[2] - keep :], x], dim=2)
-        # clone: a slice would keep the whole chunk (or the caller's whole video) alive
-        self._trailing_frames[conv] = trailing.clone()
+            # clone: a slice would keep the whole chunk (or the caller's whole video) alive
+            self._trailing_frames[conv] = x[:, :, -keep:].clone()
+        else:  # a chunk shorter than the history (one frame): the missing frames come from the previous chunks
+            self._trailing_frames[conv] = torch.cat([previous[:, :, x.shape[2] - keep :], x], dim=2)
         return previous
+
+    def whole_pairs(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The frames of `x`, after the one held back for `layer` by the previous call, in whole pairs (None if there
+        is none yet); an odd last frame is held back for the next call.
+
+        Shapes: `x` [B, C, T, H, W] -> [B, C, even T', H, W].
+        """
+        held = self._held_frames.pop(layer, None)
+        if held is not None:
+            x = torch.cat([held, x], dim=2)
+        if x.shape[2] % 2:
+            self._held_frames[layer] = x[:, :, -1:]
+            x = x[:, :, :-1]
+        return x if x.shape[2] else None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Building blocks
 
 
-def _pytorch_uses_onednn(input_shape: tuple[int, ...], kernel_size: tuple[int, ...]) -> bool:
-    """Whether PyTorch runs a float32 CPU convolution of this input through oneDNN (unstrided, one group, kernel <= 3).
+def _pytorch_uses_onednn(conv: nn.Conv2d | nn.Conv3d, input_shape: tuple[int, ...]) -> bool:
+    """Whether PyTorch runs `conv` (one group, undilated, kernel <= 3) on a float32 CPU input through oneDNN.
 
     Its rule (`use_mkldnn` in aten/src/ATen/native/Convolution.cpp): oneDNN when enabled, except for a batch of one
-    with batch x channels x input dims 2 and 3 <= 20480, or a 1x1 kernel in space with one thread and a batch under
-    16; those go through im2col and a matrix product, which sums in another order. `test_autoencoder_kl_wan.py`
-    checks this rule against PyTorch's own choice.
+    with batch x channels x input dims 2 and 3 <= 20480, or an unstrided 1x1 kernel in space with one thread and a
+    batch under 16; those go through im2col and a matrix product, which sums in another order.
+    `test_autoencoder_kl_wan.py` checks this rule against PyTorch's own choice.
     """
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return False
     batch, channels, size2, size3 = input_shape[:4]
-    if tuple(kernel_size[-2:]) == (1, 1) and torch.get_num_threads() == 1 and batch < 16:
+    unstrided_1x1 = tuple(conv.kernel_size[-2:]) == (1, 1) and all(stride == 1 for stride in conv.stride)
+    if unstrided_1x1 and torch.get_num_threads() == 1 and batch < 16:
         return False
     return batch > 1 or batch * channels * size2 * size3 > 20480
 
@@ -110,21 +127,22 @@ def _pytorch_uses_onednn(input_shape: tuple[int, ...], kernel_size: tuple[int, .
 class _StreamedConvolution:
     """Mixin of the VAE's convolutions: streamed frame by frame, they use the algorithm of the chunked computation.
 
-    The decoder runs its stages after a temporal upsampling one frame at a time (`WanDecoder3d._finish_frames`) where
-    the chunked computation (the original's, diffusers') runs `chunk_factor` times as many frames (2 or 4) together.
-    On the CPU in float32, PyTorch picks the algorithm by input size (`_pytorch_uses_onednn`), and one frame can
-    fall under the line that its chunk is above. Such a frame goes through oneDNN explicitly, as the chunk would:
-    oneDNN gives each frame the result it has within the chunk, so decoding stays bit-identical to the chunked
-    computation; the im2col fallback would also allocate a column buffer 27 times the frame (released VAE at 64 x 64:
-    91 MiB beyond the output instead of 68).
+    The encoder and decoder run a chunk's frames through their layers one at a time (`WanEncoder3d.forward`,
+    `WanDecoder3d._finish_frames`), where the chunked computation (the original's, diffusers') runs `chunk_factor`
+    times as many frames together (4 at full resolution). On the CPU in float32, PyTorch picks the convolution
+    algorithm by input size (`_pytorch_uses_onednn`), and a frame can fall under the line that its chunk is above.
+    Such a frame goes through oneDNN explicitly, as the chunk would: oneDNN gives each frame the result it has
+    within the chunk, so the VAE stays bit-identical to the chunked computation; the im2col fallback would also
+    allocate a column buffer 27 times the frame (decoding with the released VAE at 64 x 64: 91 MiB beyond the output
+    instead of 68).
     """
 
-    chunk_factor = 1  # set by WanDecoder3d
+    chunk_factor = 1  # set by WanEncoder3d and WanDecoder3d
 
     def _convolve(self, x: torch.Tensor, chunk_shape: tuple[int, ...]) -> torch.Tensor:
         """This layer applied to its (padded) input `x`; `chunk_shape`: that input's shape in the chunked computation."""
         on_cpu_in_float32 = x.device.type == "cpu" and x.dtype == torch.float32
-        if on_cpu_in_float32 and chunk_shape != x.shape and _pytorch_uses_onednn(chunk_shape, self.kernel_size):
+        if on_cpu_in_float32 and chunk_shape != x.shape and _pytorch_uses_onednn(self, chunk_shape):
             return torch.mkldnn_convolution(
                 x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
             )
@@ -219,8 +237,8 @@ class WanResample(nn.Module):
     Modes:
     - `downsample2d`: zero-pad right and bottom by one, then a stride-2 3x3 Conv2d per frame.
     - `downsample3d`: the same, then `time_conv` (3 frames, stride 2) merges frames. The first chunk (the first
-      frame) passes through unchanged; later chunks of 2n frames become n frames, each computed from the last frame
-      of the previous chunk and the chunk itself.
+      frame) passes through unchanged; later frames merge two by two, each pair with the frame before it. A pair
+      given one frame at a time comes out with its second frame: after the first, `forward` returns None.
     - `upsample2d`: nearest-exact 2x upsampling, then a 3x3 Conv2d to `upsample_out_dim` channels (default dim // 2).
     - `upsample3d`: first `time_conv` (causal, 3 frames) doubles the channels, and the two halves become two frames
       each; then the spatial upsampling. The first chunk skips `time_conv` (one latent frame decodes to one frame),
@@ -243,7 +261,7 @@ class WanResample(nn.Module):
         elif mode == "downsample3d":
             self.time_conv = WanCausalConv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
 
-    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor | None:
         if self.mode == "upsample3d" and not cache.is_first_chunk:
             batch, channels, frames, height, width = x.shape
             x = self.time_conv(x, cache)  # [B, 2C, T, H, W]
@@ -260,7 +278,11 @@ class WanResample(nn.Module):
         if self.mode == "downsample3d":
             if cache.is_first_chunk:
                 cache.update(self.time_conv, x)  # the next chunk merges its frames with this chunk's last one
-            else:
+                return x
+            # Frames merge two by two (each pair with the frame before it); given one frame at a time, the first of
+            # a pair waits in the cache for the second, and nothing comes out (None).
+            x = cache.whole_pairs(self, x)
+            if x is not None:
                 x = self.time_conv(x, cache)  # [B, C, T/2, H', W']
         return x
 
@@ -331,7 +353,7 @@ class WanMidBlock(nn.Module):
 
 
 class WanEncoder3d(nn.Module):
-    """Video [B, in_channels, T, H, W] -> posterior moments [B, out_channels, T', H/8, W/8] for one chunk.
+    """A chunk of video [B, in_channels, 1 or 4, H, W] -> its posterior moments [B, out_channels, 1, H/8, W/8].
 
     Stage widths are `dim * [1] + dim * dim_mult`; every stage but the last ends in a spatial (and, where
     `temperal_downsample` says so, temporal) downsampling. The Wan 2.1 Hub layout keeps the residual blocks and the
@@ -361,14 +383,36 @@ class WanEncoder3d(nn.Module):
                 mode = "downsample3d" if temperal_downsample[stage] else "downsample2d"
                 down_blocks.append(WanResample(out_dim, mode))
         self.down_blocks = nn.ModuleList(down_blocks)
+        # frames of a chunk at each layer, which `forward` gives one at a time (two at a time to a temporal
+        # downsampling's time conv); see `_StreamedConvolution`
+        frames_per_chunk = 2 ** sum(temperal_downsample)
+        _set_chunk_factor(self.conv_in, frames_per_chunk)
+        for block in self.down_blocks:
+            _set_chunk_factor(block, frames_per_chunk)
+            if isinstance(block, WanResample) and block.mode == "downsample3d":
+                frames_per_chunk //= 2
+                block.time_conv.chunk_factor = frames_per_chunk
         self.mid_block = WanMidBlock(widths[-1], dropout)
         self.norm_out = WanRMSNorm(widths[-1])
         self.conv_out = WanCausalConv3d(widths[-1], out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        """Encode a chunk `x` (the first frame, then 4 frames at a time) one frame at a time.
+
+        Each frame goes as deep as it can: a temporal downsampling needs two frames, so the first of a pair stops
+        there, and the second carries on with the merged frame; the chunk's last frame completes every pair and
+        comes out as the latent frame. As in the decoder (`WanDecoder3d._finish_frames`), the result is the whole
+        chunk's, and only one frame's activations exist at the full resolution instead of four.
+        """
+        latent_frames = [self._encode_frame(frame, cache) for frame in x.split(1, dim=2)]
+        return torch.cat([latent for latent in latent_frames if latent is not None], dim=2)
+
+    def _encode_frame(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor | None:
         x = self.conv_in(x, cache)
         for block in self.down_blocks:
             x = block(x, cache)
+            if x is None:  # held back by a temporal downsampling until the next frame
+                return None
         x = self.mid_block(x, cache)
         x = F.silu(self.norm_out(x))
         return self.conv_out(x, cache)
