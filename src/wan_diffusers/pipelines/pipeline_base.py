@@ -211,7 +211,8 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
         The result is the same (each sample is computed on its own); what changes is speed and memory. One call
         launches every kernel and reads every weight once per step instead of twice, which pays on an accelerator
         when the two calls are small or launch-bound; it needs the DiT's activations for twice the batch at once.
-        On a CPU it measured slightly slower (`benchmarks/bench_step.py`), so the two calls stay separate by default.
+        On a 2-core CPU it was within noise of two calls (`benchmarks/bench_step.py`, RESULTS.md) at twice the DiT's
+        activation memory, so the two calls stay separate by default.
         diffusers' cache hooks (FirstBlockCache, MagCache) then see one context, "cond_uncond".
         """
         self._batched_guidance = True
