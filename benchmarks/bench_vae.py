@@ -5,6 +5,7 @@ diffusers, diffusers, ours, ...) after a warm-up; the peak memory each call need
 it, and beyond its output; the ratios ours / diffusers; and the largest difference between the two outputs.
 
     python benchmarks/bench_vae.py --device cpu --preset tiny                          # seconds
+    python benchmarks/bench_vae.py --preset tiny --base-dim 96 --no-memory             # released widths, 64 x 64
     python benchmarks/bench_vae.py --device cuda --preset real --dtype float32         # 480 x 832, 81 frames
     python benchmarks/bench_vae.py --device cuda --preset real --dtype bfloat16
 
@@ -37,6 +38,9 @@ def parse_args():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--frames", type=int, help="override the preset's frame count (1 + 4k)")
+    parser.add_argument("--height", type=int, help="override the preset's height (a multiple of 8)")
+    parser.add_argument("--width", type=int, help="override the preset's width (a multiple of 8)")
+    parser.add_argument("--base-dim", type=int, help="override the preset's VAE width (96: the released VAE)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
@@ -142,7 +146,9 @@ def main():
     args = parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     overrides, (frames, height, width) = PRESETS[args.preset]
-    frames = args.frames or frames
+    frames, height, width = args.frames or frames, args.height or height, args.width or width
+    if args.base_dim:
+        overrides = {**overrides, "base_dim": args.base_dim}
     models = build_models(overrides, device, dtype)
     inputs = make_inputs(models["ours"], frames, height, width, device, dtype)
     print(
@@ -152,7 +158,7 @@ def main():
     results = []
     for operation in OPERATIONS:
         row = {"preset": args.preset, "device": str(device), "dtype": args.dtype, "operation": operation}
-        row.update(frames=frames, height=height, width=width)
+        row.update(frames=frames, height=height, width=width, base_dim=models["ours"].config.base_dim)
         calls = {name: (lambda m=model, op=operation: run(m, op, inputs)) for name, model in models.items()}
         summarize_times(row, *time_interleaved(calls, device, args.warmup, args.iters))
         outputs = {name: run(model, operation, inputs).float() for name, model in models.items()}

@@ -1,6 +1,6 @@
 """Peak CPU memory of VAE decode and encode for 17 and 81 frames: does it grow with the video beyond the output?
 
-Our AutoencoderKLWan writes every decoded chunk into a preallocated output, so decoding 81 frames should need the
+Our AutoencoderKLWan writes every decoded frame into a preallocated output, so decoding 81 frames should need the
 output plus the same working memory as 17 frames. diffusers' built-in class concatenates the chunks as it goes
 (`torch.cat([out, chunk])` per latent frame) and clamps into a new tensor, so its working memory grows by about one
 output. Both run on identical random weights; each figure comes from a fresh process (see `bench_vae.py`).
