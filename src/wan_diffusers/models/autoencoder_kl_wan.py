@@ -61,8 +61,9 @@ class CausalConvCache:
     chunk by chunk gives the same result as the whole video at once.
 
     The temporal resampling layers treat the first chunk differently (the first frame of a video is never merged with
-    or split into other frames); the driving loop sets `is_first_chunk` for them. A fresh cache is made for every
-    video (and every spatial tile), so nothing leaks from one call into the next.
+    or split into other frames); the driving loop sets `is_first_chunk` for them. A temporal downsampling given one
+    frame at a time also needs the first frame of each pair held back until the second arrives (`whole_pairs`). A
+    fresh cache is made for every video (and every spatial tile), so nothing leaks from one call into the next.
 
     The cache is a plain object without a `.to` method and travels as the keyword argument `cache`, which
     `AutoencoderKLWan._skip_keys` names: accelerate's and diffusers' offload hooks leave it where it is instead of
@@ -134,7 +135,7 @@ class _StreamedConvolution:
     Such a frame goes through oneDNN explicitly, as the chunk would: oneDNN gives each frame the result it has
     within the chunk, so the VAE stays bit-identical to the chunked computation; the im2col fallback would also
     allocate a column buffer 27 times the frame (decoding with the released VAE at 64 x 64: 91 MiB beyond the output
-    instead of 68).
+    instead of 67).
     """
 
     chunk_factor = 1  # set by WanEncoder3d and WanDecoder3d
@@ -149,7 +150,7 @@ class _StreamedConvolution:
         return super().forward(x)
 
     def _chunk_factor(self, cache: CausalConvCache | None) -> int:
-        # the first chunk is a single frame (the first latent frame decodes to one frame): nothing to split
+        # the first chunk is a single frame, encoding and decoding alike: the chunked computation has no more
         return 1 if cache is None or cache.is_first_chunk else self.chunk_factor
 
 
@@ -383,8 +384,8 @@ class WanEncoder3d(nn.Module):
                 mode = "downsample3d" if temperal_downsample[stage] else "downsample2d"
                 down_blocks.append(WanResample(out_dim, mode))
         self.down_blocks = nn.ModuleList(down_blocks)
-        # frames of a chunk at each layer, which `forward` gives one at a time (two at a time to a temporal
-        # downsampling's time conv); see `_StreamedConvolution`
+        # `forward` gives each layer one frame where the chunked computation gives it the whole chunk: 4 frames, then
+        # fewer after each temporal downsampling, whose time conv `forward` gives pairs (see `_StreamedConvolution`)
         frames_per_chunk = 2 ** sum(temperal_downsample)
         _set_chunk_factor(self.conv_in, frames_per_chunk)
         for block in self.down_blocks:
@@ -397,7 +398,8 @@ class WanEncoder3d(nn.Module):
         self.conv_out = WanCausalConv3d(widths[-1], out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
-        """Encode a chunk `x` (the first frame, then 4 frames at a time) one frame at a time.
+        """Encode a chunk `x` [B, C, 1 or 4, H, W] into its latent frame [B, out_channels, 1, H/8, W/8], one frame of
+        the chunk at a time.
 
         Each frame goes as deep as it can: a temporal downsampling needs two frames, so the first of a pair stops
         there, and the second carries on with the merged frame; the chunk's last frame completes every pair and
@@ -471,6 +473,8 @@ class WanDecoder3d(nn.Module):
             if stage < len(dim_mult) - 1:
                 upsample_mode = "upsample3d" if temperal_upsample[stage] else "upsample2d"
             up_blocks.append(WanUpBlock(in_dim, out_dim, num_res_blocks, dropout, upsample_mode))
+            # `_finish_frames` gives this stage one frame where the chunked computation gives it all the frames made
+            # of a latent frame so far (see `_StreamedConvolution`)
             _set_chunk_factor(up_blocks[-1], frames_per_latent_frame)
             frames_per_latent_frame *= 2 if upsample_mode == "upsample3d" else 1
         self.up_blocks = nn.ModuleList(up_blocks)
