@@ -16,12 +16,18 @@ the memory actually in use. Weights are random (no download): neither speed nor 
 """
 
 import argparse
-import multiprocessing
-import os
-from pathlib import Path
 
 import torch
-from common import append_json_lines, built_in, format_times, summarize_times, synchronize, time_interleaved
+from common import (
+    PeakResidentMemory,
+    append_json_lines,
+    built_in,
+    format_times,
+    run_in_fresh_process,
+    summarize_times,
+    synchronize,
+    time_interleaved,
+)
 
 PRESETS = {
     # name: (config overrides of the released Wan 2.1 VAE, video (frames, height, width))
@@ -108,10 +114,7 @@ def cuda_peak(model, operation: str, inputs: dict, device: torch.device) -> dict
 
 def cpu_peak(implementation: str, operation: str, config: dict, video: tuple[int, int, int], dtype: str) -> dict:
     """Like `cuda_peak`, for the CPU: measured in a fresh process (see the module docstring)."""
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)  # read by glibc when the child process starts
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(_cpu_peak_in_this_process, (implementation, operation, config, video, dtype))
+    return run_in_fresh_process(_cpu_peak_in_this_process, implementation, operation, config, video, dtype)
 
 
 def _cpu_peak_in_this_process(implementation, operation, config, video, dtype) -> dict:
@@ -122,17 +125,10 @@ def _cpu_peak_in_this_process(implementation, operation, config, video, dtype) -
     # caches its kernels per shape, which is a one-time cost and not working memory
     run(model, operation, make_inputs(model, 5, height, width, device, dtype))
     inputs = make_inputs(model, frames, height, width, device, dtype)
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set size (VmHWM) to the current one
-    before = _proc_status_bytes("VmRSS")
+    memory = PeakResidentMemory()
+    memory.start()
     output = run(model, operation, inputs)
-    return {"peak_bytes": _proc_status_bytes("VmHWM") - before, "output_bytes": _bytes(output)}
-
-
-def _proc_status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024  # reported in kB
-    raise RuntimeError(f"/proc/self/status has no {field}: peak RSS is only measured on Linux")
+    return {"peak_bytes": memory.stop(), "output_bytes": _bytes(output)}
 
 
 def _bytes(tensor: torch.Tensor) -> int:
