@@ -24,7 +24,6 @@ import torch
 from common import (
     PeakResidentMemory,
     append_json_lines,
-    built_in,
     format_times,
     run_in_fresh_process,
     summarize_times,
@@ -57,20 +56,17 @@ def parse_args():
 
 
 def build_models(config: dict, device: torch.device, dtype: torch.dtype) -> dict:
-    """Ours and diffusers' on `device` with the same random weights (loaded strictly: the layouts must agree)."""
+    """Ours and diffusers' on `device` with the same random weights (loaded strictly: the layouts must agree), laid
+    out as `from_pretrained(torch_dtype=dtype)` would (`wan_diffusers.bench.random_weights_model`)."""
     import diffusers
 
     import wan_diffusers
+    from wan_diffusers.bench import random_weights_model
 
     models = {}
     for name, cls in (("ours", wan_diffusers.WanTransformer3DModel), ("diffusers", diffusers.WanTransformer3DModel)):
         torch.manual_seed(0)
-        model = built_in(dtype, device, cls, **config)
-        keep = set(model._keep_in_fp32_modules or [])
-        for parameter_name, parameter in model.named_parameters():
-            if keep.intersection(parameter_name.split(".")):
-                parameter.data = parameter.data.float()
-        models[name] = model
+        models[name] = random_weights_model(cls, config, device, dtype)
     models["diffusers"].load_state_dict(models["ours"].state_dict(), strict=True)
     return models
 
