@@ -204,7 +204,7 @@ def test_invalid_configs_are_rejected_with_the_argument_named():
     with pytest.raises(ValueError, match="qk_norm"):
         WanTransformer3DModel(**tiny_transformer_config("t2v", qk_norm="layer_norm"))
     with pytest.raises(ValueError, match="added_kv_proj_dim"):
-        WanTransformer3DModel(**tiny_transformer_config("t2v", image_dim=20))
+        WanTransformer3DModel(**tiny_transformer_config("t2v", added_kv_proj_dim=24))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -54,13 +54,13 @@ def timestep_sinusoid(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     The original computes it in float64 (diffusers in float32, which moves the DiT output by up to ~5e-6 relative);
     fractional timesteps are therefore embedded exactly. MPS has no float64, so it falls back to float32 there.
 
-    Shapes: timestep [B] -> [B, dim] float32.
+    Shapes: timestep [...] -> [..., dim] float32 (one timestep per sample [B], or per token [B, S] for Wan 2.2).
     """
     dtype = torch.float32 if timestep.device.type == "mps" else torch.float64
     half = dim // 2
     frequencies = torch.pow(10000.0, -torch.arange(half, dtype=dtype, device=timestep.device) / half)
-    angles = timestep.to(dtype)[:, None] * frequencies[None, :]
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).float()
+    angles = timestep.to(dtype)[..., None] * frequencies
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1).float()
 
 
 def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor, in_place: bool = False) -> torch.Tensor:
@@ -129,6 +129,17 @@ class WanRMSNorm(nn.RMSNorm):
         if self.weight is not None:
             normalized = normalized.mul_(self.weight)
         return normalized.type_as(hidden_states)
+
+
+def per_token_modulation(table: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The learned table plus the projected timestep embedding, in float32, split into its named vectors.
+
+    Shapes: table [1, n, D]; temb [B, n, D] (one timestep per sample) or [B, S, n, D] (one per token, as Wan 2.2's
+    `WanModel.forward` computes for TI2V) -> n tensors [B, 1, D] or [B, S, D], which broadcast over the tokens.
+    """
+    if temb.ndim == 3:
+        temb = temb[:, None]  # (B, 1, n, D)
+    return (table.float()[:, None] + temb.float()).unbind(dim=2)
 
 
 def _matmul_dtype(layer: nn.Module, fallback: torch.dtype) -> torch.dtype:
@@ -341,7 +352,7 @@ class WanConditionEmbedder(nn.Module):
 
     Returns the timestep embedding `temb` [B, D] (used by the output head), its projection `timestep_proj` [B, 6D]
     (the six modulations of every block), both float32, and the text [B, 512, D] and image [B, 257 or 514, D] tokens
-    in the compute dtype.
+    in the compute dtype. With one timestep per token ([B, S], Wan 2.2 TI2V) the two are [B, S, D] and [B, S, 6D].
     """
 
     def __init__(
@@ -447,13 +458,14 @@ class WanTransformerBlock(nn.Module):
         hint: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # hidden_states (B, S, D) float32 residual stream; encoder_hidden_states (B, 512, D) in the compute dtype,
-        # which is also the dtype every sub-layer is fed; temb (B, 6, D) float32; hint (B, S, D) float32: a VACE
+        # which is also the dtype every sub-layer is fed; temb (B, 6, D) float32, or (B, S, 6, D) with one timestep
+        # per token (Wan 2.2 TI2V); hint (B, S, D) float32: a VACE
         # control hint (already scaled) added to the block's output, inside the block so that cache hooks that
         # skip blocks (FirstBlockCache, MagCache) account for it.
         compute_dtype = encoder_hidden_states.dtype
-        shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
-            self.scale_shift_table.float() + temb.float()
-        ).chunk(6, dim=1)  # each (B, 1, D)
+        shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = per_token_modulation(
+            self.scale_shift_table, temb
+        )  # each (B, 1, D), or (B, S, D) with per-token timesteps
 
         # Without autograd, tensors the block made itself are updated in place (never the block's input: cache hooks
         # compare the block's output with it).
@@ -500,8 +512,11 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
         cross_attn_norm (`bool`, defaults to `True`): affine LayerNorm before cross-attention.
         qk_norm (`str`, defaults to `"rms_norm_across_heads"`): the only normalisation Wan 2.1 uses.
         eps (`float`, defaults to 1e-6): epsilon of the norms.
-        image_dim (`int`, *optional*): width of the CLIP image tokens (1280) for I2V/FLF2V.
-        added_kv_proj_dim (`int`, *optional*): input width of the image K/V projections (the model width).
+        image_dim (`int`, *optional*): width of the CLIP image tokens (1280) for Wan 2.1 I2V/FLF2V (Wan 2.2 has no
+            CLIP branch).
+        added_kv_proj_dim (`int`, *optional*): input width of the image K/V projections (the model width). Left
+            unset with `image_dim` set, the image tokens are prepended to the text tokens and share the text K/V
+            projections, as diffusers' `WanTransformer3DModel` does with that configuration.
         rope_max_seq_len (`int`, defaults to 1024): RoPE positions per axis the model was built for.
         pos_embed_seq_len (`int`, *optional*): FLF2V's learned position table over the 2 x 257 image tokens.
 
@@ -558,10 +573,10 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
         super().__init__()
         if qk_norm != "rms_norm_across_heads":
             raise ValueError(f"`qk_norm` must be 'rms_norm_across_heads' (the Wan 2.1 architecture), got {qk_norm!r}")
-        if (image_dim is None) != (added_kv_proj_dim is None):
+        if added_kv_proj_dim is not None and image_dim is None:
             raise ValueError(
-                "`image_dim` and `added_kv_proj_dim` must be given together (I2V/FLF2V) or both left None (T2V), "
-                f"got image_dim={image_dim} and added_kv_proj_dim={added_kv_proj_dim}"
+                f"`added_kv_proj_dim` ({added_kv_proj_dim}) projects CLIP image tokens and needs `image_dim`, their "
+                "width (1280 for I2V/FLF2V); set both or neither"
             )
         if pos_embed_seq_len is not None and image_dim is None:
             raise ValueError("`pos_embed_seq_len` (FLF2V) needs `image_dim`, the CLIP token width")
@@ -609,7 +624,9 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
         Args:
             hidden_states (`torch.Tensor`): latents [B, in_channels, F, H, W]; for I2V/FLF2V the noisy latent, the
                 4 mask channels and the condition latent concatenated on channels.
-            timestep (`torch.Tensor`): [B] or a scalar, on the 0-1000 scale. The original feeds int64(sigma * 1000).
+            timestep (`torch.Tensor`): [B] or a scalar, on the 0-1000 scale (the original feeds int64(sigma * 1000));
+                or one per token, [B, F'*H'*W'] in token order (frame, row, column), as Wan 2.2 TI2V feeds it (0 on
+                the tokens of a given image frame).
             encoder_hidden_states (`torch.Tensor`): T5 embeddings [B, L <= 512, text_dim]; zero-padded to 512 rows
                 here, as the original does.
             encoder_hidden_states_image (`torch.Tensor`, *optional*): CLIP tokens (penultimate layer) [B, 257,
@@ -632,7 +649,11 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
         temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = self.condition_embedder(
             timestep, encoder_hidden_states, encoder_hidden_states_image, compute_dtype
         )
-        timestep_proj = timestep_proj.unflatten(1, (6, -1))  # (B, 6, D)
+        timestep_proj = timestep_proj.unflatten(-1, (6, -1))  # (B, 6, D) or, per token, (B, S, 6, D)
+
+        encoder_hidden_states, encoder_hidden_states_image = self._join_image_tokens(
+            encoder_hidden_states, encoder_hidden_states_image
+        )
 
         # 3. transformer blocks
         for block in self.blocks:
@@ -655,7 +676,7 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
         encoder_hidden_states: torch.Tensor,
         encoder_hidden_states_image: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Validate shapes (never values: no host synchronisation) and return the timestep as a [B] tensor."""
+        """Validate shapes (never values: no host synchronisation) and return the timestep as [B] or [B, S]."""
         config = self.config
         if hidden_states.ndim != 5 or hidden_states.shape[1] != config.in_channels:
             raise ValueError(
@@ -668,8 +689,20 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
         timestep = torch.as_tensor(timestep, device=hidden_states.device)
         if timestep.ndim == 0 or timestep.shape == (1,):
             timestep = timestep.reshape(1).expand(batch_size)
-        if timestep.shape != (batch_size,):
-            raise ValueError(f"`timestep` must be a scalar or have shape [{batch_size}], got {tuple(timestep.shape)}")
+        if timestep.ndim == 2:
+            # one timestep per token (Wan 2.2 TI2V: `WanModel.forward` takes t as [B, seq_len])
+            tokens = self._patch_grid(hidden_states)
+            tokens = tokens[0] * tokens[1] * tokens[2]
+            if timestep.shape != (batch_size, tokens):
+                raise ValueError(
+                    f"`timestep` per token must have shape [{batch_size}, {tokens}] (batch, latent patches), got "
+                    f"{tuple(timestep.shape)}"
+                )
+        elif timestep.shape != (batch_size,):
+            raise ValueError(
+                f"`timestep` must be a scalar or have shape [{batch_size}] (or [{batch_size}, tokens] per token), "
+                f"got {tuple(timestep.shape)}"
+            )
         if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != batch_size:
             raise ValueError(
                 f"`encoder_hidden_states` must have shape [{batch_size}, L, {config.text_dim}], "
@@ -696,6 +729,15 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
                 )
         return timestep
 
+    def _join_image_tokens(
+        self, encoder_hidden_states: torch.Tensor, encoder_hidden_states_image: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Without image K/V projections (`image_dim` set, `added_kv_proj_dim` not) the embedded image tokens go in
+        front of the text tokens and cross-attention treats them as context: diffusers' meaning of that config."""
+        if encoder_hidden_states_image is None or self.config.added_kv_proj_dim is not None:
+            return encoder_hidden_states, encoder_hidden_states_image
+        return torch.cat([encoder_hidden_states_image, encoder_hidden_states], dim=1), None
+
     def _patch_grid(self, hidden_states: torch.Tensor) -> tuple[int, int, int]:
         """Patches along (frames, height, width) of a latent [B, C, F, H, W]."""
         return tuple(size // patch for size, patch in zip(hidden_states.shape[2:], self.config.patch_size))
@@ -712,7 +754,8 @@ class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
 
     def _output_head(self, hidden_states: torch.Tensor, temb: torch.Tensor, compute_dtype: torch.dtype):
         """adaLN (shift, scale from the unprojected timestep embedding), then the linear head: (B, S, p*C) float32."""
-        shift, scale = (self.scale_shift_table.float() + temb[:, None]).chunk(2, dim=1)  # each (B, 1, D)
+        temb = temb[:, None] if temb.ndim == 2 else temb  # (B, 1 or S, D)
+        shift, scale = per_token_modulation(self.scale_shift_table, temb[:, :, None])  # each (B, 1 or S, D)
         # With a multi-device `device_map` the head may live on another device than the last block.
         shift, scale = shift.to(hidden_states.device), scale.to(hidden_states.device)
         hidden_states = modulate(self.norm_out(hidden_states), shift, scale, in_place=not torch.is_grad_enabled())

@@ -227,7 +227,10 @@ class WanVACETransformer3DModel(WanTransformer3DModel):
         temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = self.condition_embedder(
             timestep, encoder_hidden_states, encoder_hidden_states_image, compute_dtype
         )
-        timestep_proj = timestep_proj.unflatten(1, (6, -1))  # (B, 6, D)
+        timestep_proj = timestep_proj.unflatten(-1, (6, -1))  # (B, 6, D) or, per token, (B, S, 6, D)
+        encoder_hidden_states, encoder_hidden_states_image = self._join_image_tokens(
+            encoder_hidden_states, encoder_hidden_states_image
+        )
 
         # 3. hints, all computed from the patch-embedded video tokens before the main blocks run
         hints = []

@@ -1,0 +1,85 @@
+"""The original Wan2.2 reference data: tiny models in the release layout with inputs and outputs of the original code.
+
+The files are a copy of `shared/parity22/` without its `components/` folder, whose files are byte-identical to
+`tests/fixtures/wan21_parity/components/` (see `tests/fixtures/wan22_parity/README.md` for what each tensor is).
+"""
+
+import json
+from functools import cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from wan_diffusers.conversion.rules import rename_state_dict
+from wan_diffusers.conversion.transformer import TRANSFORMER_RULES, transformer_config_from_original
+
+from factories.parity import COMPONENTS_DIR
+
+PARITY22_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "wan22_parity"
+MODELS = ("t2v-a14b", "i2v-a14b", "ti2v-5b")
+# The expert folders of an A14B release and the diffusers component each becomes.
+EXPERTS = {"high_noise_model": "transformer", "low_noise_model": "transformer_2"}
+
+
+def model_dir(model: str) -> Path:
+    """Folder of one tiny model, laid out like its release (without the shared components)."""
+    if model not in MODELS:
+        raise ValueError(f"`model` must be one of {MODELS}, got {model!r}")
+    return PARITY22_DIR / f"tiny-{model}"
+
+
+def dit_folders(model: str) -> dict[str, Path]:
+    """Original folder name -> folder holding `config.json` and the sharded DiT: the two experts, or the root."""
+    root = model_dir(model)
+    if model == "ti2v-5b":
+        return {"model": root}
+    return {name: root / name for name in EXPERTS}
+
+
+@cache
+def manifest(model: str) -> dict:
+    return json.loads((model_dir(model) / "manifest.json").read_text())
+
+
+@cache
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path)
+
+
+def dit_references(model: str) -> dict[str, torch.Tensor]:
+    """DiT forward cases A and B: inputs and outputs, keys like `dit.A.x.0`, `dit.B.high_noise_model.out.1`."""
+    return _load(model_dir(model) / "reference_dit.safetensors")
+
+
+def component_references(model: str) -> dict[str, torch.Tensor]:
+    """Sampling references (and, for TI2V-5B, the Wan2.2 VAE's), keys like `sampling.t2v.noise`."""
+    return _load(model_dir(model) / "reference_components.safetensors")
+
+
+def original_dit_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """The DiT of one release folder, gathered from the shards its index names, under the original keys."""
+    index = json.loads((folder / "diffusion_pytorch_model.safetensors.index.json").read_text())
+    state_dict = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        state_dict.update(_load(folder / shard))
+    return state_dict
+
+
+def parity_transformer(folder: Path):
+    """The tiny DiT of one release folder, converted with our key map and loaded strictly."""
+    from wan_diffusers import WanTransformer3DModel
+
+    original = original_dit_state_dict(folder)
+    original_config = json.loads((folder / "config.json").read_text())
+    config = transformer_config_from_original(original_config, {k: tuple(v.shape) for k, v in original.items()})
+    model = WanTransformer3DModel(**config)
+    model.load_state_dict(rename_state_dict(original, TRANSFORMER_RULES, what="DiT"), strict=True)
+    return model.eval()
+
+
+def original_component_state_dict(file_name: str) -> dict[str, torch.Tensor]:
+    """A shared component of the A14B releases (`Wan2.1_VAE.pth`, the T5), from the Wan2.1 fixtures' copy, or
+    the TI2V-5B release's own `Wan2.2_VAE.pth`."""
+    folder = model_dir("ti2v-5b") if file_name == "Wan2.2_VAE.pth" else COMPONENTS_DIR
+    return torch.load(folder / file_name, map_location="cpu", weights_only=True)
