@@ -34,6 +34,8 @@ from diffusers.utils import logging
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
+from ..loaders.single_file import VAESingleFileMixin
+
 logger = logging.get_logger(__name__)
 
 # Per-channel statistics of the Wan 2.1 latents (`wan/modules/vae.py`, class `WanVAE`). The pipelines normalise
@@ -621,7 +623,7 @@ _TILING_ARGUMENTS = (
 # The model
 
 
-class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin):
+class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileMixin):
     r"""The Wan 2.1 causal video VAE: videos [B, 3, 1 + 4k, H, W] <-> latents [B, 16, 1 + k, H/8, W/8].
 
     `encode` returns the posterior of the un-normalised latents; pipelines normalise them with `latents_mean` and

@@ -41,6 +41,8 @@ from diffusers.models.normalization import FP32LayerNorm
 from diffusers.utils import apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
+from ..loaders.single_file import TransformerSingleFileMixin
+
 # Wan 2.1 was trained with every T5 context zero-padded to 512 rows; the padded rows go through the text embedding
 # (whose biases make them non-zero) and are attended to. Feeding only the real tokens changes the output by 30-50 %.
 TEXT_CONTEXT_LENGTH = 512
@@ -495,7 +497,9 @@ class WanTransformerBlock(nn.Module):
         return hidden_states
 
 
-class WanTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin):
+class WanTransformer3DModel(
+    ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin, TransformerSingleFileMixin
+):
     r"""The Wan 2.1 diffusion transformer (T2V, I2V and FLF2V), in diffusers' Hub format with the original numerics.
 
     Args:
