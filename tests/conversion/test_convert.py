@@ -400,6 +400,11 @@ def test_an_existing_output_is_kept_unless_overwrite(tmp_path):
     with pytest.raises(ValueError, match="`output_dir` .* already exists; pass `overwrite=True`"):
         convert_release(release, tmp_path / "repo")
     assert (tmp_path / "repo" / "keep.txt").read_text() == "mine"
+    # --overwrite replaces only a pipeline repo, never a folder of other files
+    with pytest.raises(ValueError, match="is not a pipeline repo .* only ever replaces one"):
+        convert_release(release, tmp_path / "repo", overwrite=True)
+    assert (tmp_path / "repo" / "keep.txt").read_text() == "mine"
+    (tmp_path / "repo" / "model_index.json").write_text("{}")
     convert_release(release, tmp_path / "repo", overwrite=True)
     assert (tmp_path / "repo" / "model_index.json").exists() and not (tmp_path / "repo" / "keep.txt").exists()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["release", "repo"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from diffusers.utils import logging as diffusers_logging
 
+from ..utils.atomic import Terminated, WriteError, os_error_reason
 from ..utils.console import progress_on_stderr
 from .detect import RESOLUTIONS
 
@@ -82,5 +83,11 @@ def run_convert(args: argparse.Namespace) -> int:
         except ValueError as error:  # bad input (ConversionError included): the message is the whole story
             logger.error(f"error: {error}")
             return 1
+        except OSError as error:  # a full disk, a read-only folder...: `describe_os_error` names the file
+            logger.error(f"error: {error if isinstance(error, WriteError) else os_error_reason(error)}")
+            return 1
+        except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the staging folder is gone already
+            logger.error(f"Interrupted ({error or 'Ctrl-C'}); nothing was written to {args.output_dir}")
+            return 143 if isinstance(error, Terminated) else 130
         logger.info(f"Wrote {output_dir}")
     return 0

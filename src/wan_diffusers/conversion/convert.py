@@ -5,9 +5,10 @@
 1. Check the arguments and inspect the release (`detect_release`: files, `config.json`, weight headers).
 2. Plan every component (`ComponentConversion`): key maps, configs from weight shapes, models on the meta device,
    strict key and shape checks. Any problem with the input is raised here, before anything is written.
-3. Write the repo into a staging folder beside `output_dir` (`.<name>.partial-<id>`), component by component and
-   tensor by tensor, then rename it to `output_dir`. Any failure, including Ctrl-C, removes the staging folder;
-   an existing `output_dir` (with `overwrite=True`) is only replaced once the new one is complete.
+3. Claim `output_dir` (create it empty, exclusively), write the repo into a staging folder beside it
+   (`.<name>.partial-<id>`), component by component and tensor by tensor, then rename it onto `output_dir`. Any
+   failure, including Ctrl-C and SIGTERM, removes both; an existing pipeline repo (with `overwrite=True`) is only
+   replaced once the new one is complete. Leftovers of killed runs are found by name and marker (`utils.atomic`).
 4. Optionally upload the folder to the Hub.
 
 The repo's `model_index.json` records our classes for the transformer and the VAE under their module paths
@@ -18,7 +19,6 @@ holding them does; see README.md in this folder for why and what it means for lo
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +28,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.utils import logging
 
+from ..utils import atomic
 from .checkpoint_io import TensorReader, parse_size
 from .component import ComponentConversion, meta_model
 from .detect import WanRelease, detect_release
@@ -92,6 +93,7 @@ def convert_release(
     if push_to_hub is not None:
         _check_repo_id(push_to_hub)
     release = detect_release(checkpoint_dir, resolution=resolution)
+    clean_leftovers(output_dir)
     _check_output_dir(output_dir, release.checkpoint_dir, overwrite)
 
     # 2. plan every component: headers only; every key, shape and config problem is raised here
@@ -101,7 +103,7 @@ def convert_release(
 
     # 3. write into a staging folder, then rename
     logger.info(f"Converting {release.name} ({release.task.upper()}) from {release.checkpoint_dir} to {output_dir}")
-    with _staging_folder(output_dir) as staging:
+    with _staging_folder(output_dir, overwrite) as staging:
         for component in components.values():
             logger.info(f"Writing {component.folder}/ ({component.num_parameters:,} parameters)")
             component.write(staging / component.folder, max_shard_size=max_shard_bytes)
@@ -320,38 +322,127 @@ def _check_output_dir(output_dir: Path, checkpoint_dir: Path, overwrite: bool) -
             f"`output_dir` ({output_dir}) must not be the release folder or contain it: replacing it would delete "
             "the original files"
         )
-    if output_dir.exists() and not overwrite:
+    if not (output_dir.exists() or output_dir.is_symlink()):
+        return
+    claim = _claim_owner(output_dir)
+    if claim is not None:
+        raise ValueError(
+            f"`output_dir` {output_dir} is being written by another conversion (process {claim}); wait for it to "
+            "finish or choose another folder"
+        )
+    if not overwrite:
         raise ValueError(
             f"`output_dir` {output_dir} already exists; pass `overwrite=True` (--overwrite) to replace it, or choose "
             "another folder"
         )
+    if not _is_pipeline_repo(output_dir):
+        raise ValueError(
+            f"`output_dir` {output_dir} is not a pipeline repo (a folder with model_index.json), and `overwrite` "
+            "(--overwrite) only ever replaces one: remove it yourself if it can go, or choose another folder"
+        )
+
+
+def _is_pipeline_repo(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and (path / "model_index.json").is_file()
+
+
+def _claim_owner(output_dir: Path) -> int | None:
+    """The live process that holds `output_dir` as its claim (an empty folder with our marker), if any."""
+    leftover = _claim(output_dir)
+    return leftover.pid if leftover is not None and leftover.alive else None
+
+
+def _claim(output_dir: Path) -> atomic.Leftover | None:
+    """`output_dir` as the claim of a conversion (a folder holding only our marker), or None."""
+    if not output_dir.is_dir() or output_dir.is_symlink() or sorted(os.listdir(output_dir)) != [atomic.MARKER]:
+        return None
+    found = atomic.find_leftovers(output_dir, own_folder=True)
+    return found[0] if found else None
+
+
+def clean_leftovers(output_dir: Path) -> None:
+    """Remove what killed conversions to `output_dir` left behind (ours by name and marker), or report it.
+
+    A staging folder (`.<name>.partial-*`) or a claim (an `output_dir` holding only our marker) of a process that no
+    longer runs is removed. A `.<name>.replaced-*` folder holds the repo an interrupted `--overwrite` was replacing:
+    it is removed once a complete repo is in place, else reported (with the command that puts it back).
+    """
+    claim = _claim(output_dir)
+    for leftover in atomic.find_leftovers(output_dir) + ([claim] if claim is not None else []):
+        if leftover.alive:
+            logger.warning(f"Another conversion is writing to {output_dir}: {leftover.describe()}")
+        elif leftover.kind == "replaced" and not _is_pipeline_repo(output_dir):
+            logger.warning(
+                f"Found the previous repo of an interrupted --overwrite: {leftover.describe()}; to restore it: "
+                f"mv {leftover.path} {output_dir}"
+            )
+        else:
+            atomic.remove_folder(leftover.path)
+            logger.warning(f"Removed the leftovers of an interrupted conversion: {leftover.describe()}")
 
 
 @contextmanager
-def _staging_folder(output_dir: Path) -> Iterator[Path]:
-    """A fresh folder beside `output_dir` that becomes `output_dir` if the block completes, and vanishes if not."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    try:
-        yield staging
-        if output_dir.exists() or output_dir.is_symlink():  # overwrite=True, checked before
-            retired = output_dir.parent / f".{output_dir.name}.replaced-{uuid.uuid4().hex[:12]}"
-            os.replace(output_dir, retired)
+def _staging_folder(output_dir: Path, overwrite: bool) -> Iterator[Path]:
+    """A fresh folder beside `output_dir` that becomes `output_dir` if the block completes, and vanishes if not.
+
+    Without `overwrite`, `output_dir` is first created empty (with our marker), which fails if it exists: of two
+    conversions to one folder only one proceeds, and a folder that appears meanwhile is never replaced. With
+    `overwrite`, the existing pipeline repo is replaced only once the new one is complete.
+    """
+    with atomic.describe_os_error(output_dir):
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        claimed = False
+        if not overwrite:
             try:
-                os.replace(staging, output_dir)
-            except BaseException:
-                os.replace(retired, output_dir)  # put the previous repo back
-                raise
-            if retired.is_dir() and not retired.is_symlink():
-                shutil.rmtree(retired)
-            else:
-                retired.unlink()
-        else:
-            os.replace(staging, output_dir)
-    except BaseException:  # also KeyboardInterrupt: a partial repo must never be left behind
-        shutil.rmtree(staging, ignore_errors=True)
+                output_dir.mkdir()
+            except FileExistsError:
+                raise ValueError(
+                    f"`output_dir` {output_dir} appeared while converting (another conversion?); it was left as it is"
+                ) from None
+            claimed = True
+            atomic.write_marker(output_dir, output_dir)
+        staging = atomic.temporary_name(output_dir)
+        staging.mkdir()
+    try:
+        with atomic.interrupt_on_sigterm():
+            atomic.write_marker(staging, output_dir)
+            with atomic.describe_os_error(output_dir):
+                yield staging
+                (staging / atomic.MARKER).unlink()
+                if claimed:
+                    (output_dir / atomic.MARKER).unlink()
+                    os.rmdir(output_dir)  # empty: if anything else was put there, this fails and keeps it
+                    claimed = False
+                    os.rename(staging, output_dir)
+                elif _is_pipeline_repo(output_dir):  # overwrite=True, checked before
+                    _replace_repo(staging, output_dir)
+                else:
+                    os.rename(staging, output_dir)  # an empty folder is replaced; anything else raises
+    except BaseException:  # also Ctrl-C and SIGTERM: a partial repo must never be left behind
+        atomic.remove_folder(staging)
+        if claimed and sorted(os.listdir(output_dir)) == [atomic.MARKER]:
+            atomic.remove_folder(output_dir)
         raise
+
+
+def _replace_repo(staging: Path, output_dir: Path) -> None:
+    """Swap the complete new repo in for the old one, then delete the old one (and say what it was)."""
+    size = atomic.format_size(atomic.folder_size(output_dir))
+    try:
+        replaced = json.loads((output_dir / "model_index.json").read_text()).get("_class_name", "pipeline")
+    except (OSError, ValueError, AttributeError):
+        replaced = "pipeline"
+    retired = atomic.temporary_name(output_dir, "replaced")
+    os.rename(output_dir, retired)
+    try:
+        atomic.write_marker(retired, output_dir)
+        os.rename(staging, output_dir)
+    except BaseException:
+        (retired / atomic.MARKER).unlink(missing_ok=True)
+        os.rename(retired, output_dir)  # put the previous repo back
+        raise
+    atomic.remove_folder(retired)
+    logger.info(f"Replaced the previous {replaced} repo at {output_dir} ({size})")
 
 
 def _write_json(path: Path, content: dict) -> None:

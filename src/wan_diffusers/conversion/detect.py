@@ -160,6 +160,14 @@ def _read_dit_config(checkpoint_dir: Path) -> dict:
     missing = [name for name in _REQUIRED_CONFIG if name not in config]
     if missing:
         raise ConversionError(f"{path} lacks fields every Wan 2.1 release writes: {', '.join(missing)}")
+    for name in _REQUIRED_CONFIG:
+        value = config[name]
+        if name == "eps":
+            valid, rule = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, "number"
+        else:
+            valid, rule = isinstance(value, int) and not isinstance(value, bool) and value > 0, "integer"
+        if not valid:
+            raise ConversionError(f"{path}: `{name}` must be a positive {rule}, got {json.dumps(value)}")
     return config
 
 

@@ -8,9 +8,13 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .atomic import atomic_file
+
 
 def export_to_mp4(frames, path: str | os.PathLike, fps: int = 16, quality: int = 8) -> Path:
     """Write one video as an H.264 mp4 (yuv420p, playable everywhere) and return its path.
+
+    The file is written under a temporary name beside `path` and renamed when complete (`utils.atomic`).
 
     `frames`: what a pipeline returns for one video: a numpy array [F, H, W, 3] or a tensor [F, 3, H, W] with values in
     [0, 1], a uint8 array [F, H, W, 3], or a list of PIL images. `quality` is imageio's 0-10 scale.
@@ -21,15 +25,23 @@ def export_to_mp4(frames, path: str | os.PathLike, fps: int = 16, quality: int =
     if array.shape[1] % 2 or array.shape[2] % 2:
         raise ValueError(f"`frames` must have an even height and width for H.264, got {array.shape[1:3]}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio.get_writer(
-        path, format="FFMPEG", fps=fps, codec="libx264", quality=quality, pixelformat="yuv420p", macro_block_size=2
-    )
-    try:
-        for frame in array:
-            writer.append_data(frame)
-    finally:
-        writer.close()
+    # ffmpeg writes as it encodes: into a temporary file, so an existing `path` survives any interruption
+    with atomic_file(path) as temporary:
+        writer = imageio.get_writer(
+            temporary,
+            format="FFMPEG",
+            fps=fps,
+            codec="libx264",
+            quality=quality,
+            pixelformat="yuv420p",
+            macro_block_size=2,
+            ffmpeg_log_level="error",
+        )
+        try:
+            for frame in array:
+                writer.append_data(frame)
+        finally:
+            writer.close()
     return path
 
 
