@@ -1,5 +1,7 @@
-"""The Wan 2.1 VAE key map (`wan_diffusers.conversion.vae`): original `Wan2.1_VAE.pth` keys -> the Hub layout, the
-config read from the weight shapes, and strict loading with clear errors."""
+"""The VAE key maps (`wan_diffusers.conversion.vae`): original `Wan2.1_VAE.pth` and `Wan2.2_VAE.pth` keys -> the Hub
+layout, the config read from the weight shapes, and strict loading with clear errors."""
+
+import json
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from wan_diffusers.conversion.vae import (
 from wan_diffusers.models.autoencoder_kl_wan import AutoencoderKLWan
 
 from factories.parity import manifest, original_component_state_dict
+from factories.vae import WAN22_FIXTURE_DIR
 
 
 def _original() -> dict[str, torch.Tensor]:
@@ -124,18 +127,66 @@ def test_missing_key_is_named():
         vae_from_original(original)
 
 
-def test_wan22_layout_is_refused():
-    """Wan 2.2 nests its residual blocks (`encoder.downsamples.0.downsamples.0.residual...`) and has 48 channels."""
+def test_incomplete_wan22_checkpoint_is_refused():
+    """Wan 2.2 nests its residual blocks (`encoder.downsamples.0.downsamples.0.residual...`); missing layers are named."""
     shapes = {
         "encoder.conv1.weight": (160, 12, 3, 3, 3),
         "conv2.weight": (48, 48, 1, 1, 1),
         "decoder.head.2.weight": (12, 256, 3, 3, 3),
         "encoder.downsamples.0.downsamples.0.residual.2.weight": (160, 160, 3, 3, 3),
     }
-    with pytest.raises(ConversionError, match=r"Wan 2\.2 VAE nests its blocks"):
+    with pytest.raises(ConversionError, match=r"not a complete Wan 2\.2 VAE; it lacks encoder\.downsamples\.0\.down"):
         vae_config_from_original(shapes)
 
 
 def test_not_a_vae_is_refused():
-    with pytest.raises(ConversionError, match=r"Not a Wan 2\.1 VAE checkpoint: missing \['encoder\.conv1\.weight'"):
+    with pytest.raises(ConversionError, match=r"Not a Wan VAE checkpoint: missing \['encoder\.conv1\.weight'"):
         vae_config_from_original({"blocks.0.modulation": (1, 6, 8)})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Wan 2.2 (`Wan2.2_VAE.pth`: nested stages, patchify, 48 latent channels)
+
+
+def _original22() -> dict[str, torch.Tensor]:
+    return torch.load(WAN22_FIXTURE_DIR / "Wan2.2_VAE.pth", map_location="cpu", weights_only=True)
+
+
+def test_wan22_every_original_key_matches_exactly_one_rule():
+    rules = vae_rules(is_residual=True)
+    matches = {key: [rule.pattern for rule in rules if rule.match(key)] for key in _original22()}
+    assert len(matches) == 196
+    assert {key: patterns for key, patterns in matches.items() if len(patterns) != 1} == {}
+
+
+def test_wan22_config_is_read_from_the_weight_shapes():
+    """The fixtures' constructor arguments (`manifest.json` -> `vae_args`), the decoder's own width (4 here, 256
+    released: not the encoder's), the patchify and the 48 released constants, in the official config's field names."""
+    config = vae_config_from_original(_shapes(_original22()))
+    vae_args = json.loads((WAN22_FIXTURE_DIR / "manifest.json").read_text())["vae_args"]
+    assert (config["base_dim"], config["decoder_base_dim"]) == (vae_args["dim"], vae_args["dec_dim"]) == (3, 4)
+    for key in ("z_dim", "dim_mult", "num_res_blocks", "temperal_downsample", "patch_size", "scale_factor_spatial"):
+        assert config[key] == vae_args[key], key
+    assert config["in_channels"] == config["out_channels"] == vae_args["in_out_channels"] == 12
+    assert config["is_residual"] and config["scale_factor_temporal"] == 4
+    assert config["latents_mean"] == vae_args["latents_mean"] and config["latents_std"] == vae_args["latents_std"]
+
+
+def test_wan22_converted_keys_and_shapes_are_the_models():
+    converted = convert_vae_state_dict(_original22())
+    with torch.device("meta"):
+        model = AutoencoderKLWan(**vae_config_from_original(_shapes(_original22())))
+    assert _shapes(converted) == {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    assert "decoder.up_blocks.0.upsampler.time_conv.weight" in converted
+    assert "encoder.down_blocks.2.downsampler.time_conv.weight" in converted
+
+
+def test_wan22_unknown_or_missing_keys_are_named():
+    original = _original22()
+    original["decoder.upsamples.0.upsamples.9.residual.0.gamma"] = torch.ones(1)
+    with pytest.raises(ConversionError, match=r"decoder\.upsamples\.0\.upsamples\.9\.residual\.0\.gamma"):
+        convert_vae_state_dict(original)
+    original = _original22()
+    del original["encoder.downsamples.1.downsamples.0.residual.3.gamma"]
+    with pytest.raises(ConversionError, match=r"missing keys \(1\):\n    encoder\.down_blocks\.1\.resnets\.0\.norm2\.gamma"):
+        vae_from_original(original)

@@ -10,13 +10,24 @@
 - `parity_vae()`: the fixture checkpoint converted with our key map.
 - `diffusers_twin(vae)`: diffusers' built-in `AutoencoderKLWan` with the same config and weights (the oracle).
 - `random_video(...)`, `random_latents(...)`: inputs from a fixed seed.
+
+Wan 2.2 (`is_residual`, `patch_size` 2, z_dim 48):
+- `WAN22_PARITY_VAE_CONFIG`: the VAE of the Wan 2.2 fixtures (`tests/fixtures/wan22_parity/tiny-ti2v-5b/
+  Wan2.2_VAE.pth`): the released layout at encoder width 3 and decoder width 4 (released 160 and 256).
+- `WAN22_TINY_VAE_CONFIG`: the same with diffusers' test sizes (one residual block per stage, all stages as wide).
+- `WAN22_WIDE_VAE_CONFIG`: the released layout at widths 32 (no SiLU tail, as `WIDE_VAE_CONFIG`).
+- `wan22_parity_vae()`, `wan22_vae_references()`: the fixture checkpoint converted with our key map, and the
+  original's inputs and outputs.
 """
+
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan as DiffusersAutoencoderKLWan
+from safetensors.torch import load_file
 
 from wan_diffusers.conversion.vae import vae_from_original
-from wan_diffusers.models.autoencoder_kl_wan import AutoencoderKLWan
+from wan_diffusers.models.autoencoder_kl_wan import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD, AutoencoderKLWan
 
 from factories.parity import original_component_state_dict
 
@@ -29,6 +40,22 @@ PARITY_VAE_CONFIG = {
 }
 TINY_VAE_CONFIG = {**PARITY_VAE_CONFIG, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
 WIDE_VAE_CONFIG = {**PARITY_VAE_CONFIG, "base_dim": 32}
+
+WAN22_PARITY_VAE_CONFIG = {
+    **PARITY_VAE_CONFIG,
+    "decoder_base_dim": 4,
+    "z_dim": 48,
+    "latents_mean": list(WAN22_LATENTS_MEAN),
+    "latents_std": list(WAN22_LATENTS_STD),
+    "is_residual": True,
+    "in_channels": 12,
+    "out_channels": 12,
+    "patch_size": 2,
+    "scale_factor_spatial": 16,
+}
+WAN22_TINY_VAE_CONFIG = {**WAN22_PARITY_VAE_CONFIG, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
+WAN22_WIDE_VAE_CONFIG = {**WAN22_PARITY_VAE_CONFIG, "base_dim": 32, "decoder_base_dim": 32}
+WAN22_FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "wan22_parity" / "tiny-ti2v-5b"
 
 
 def tiny_vae(seed: int = 0, **overrides) -> AutoencoderKLWan:
@@ -49,6 +76,17 @@ def parity_vae() -> AutoencoderKLWan:
     return vae_from_original(original_component_state_dict("Wan2.1_VAE.pth"))
 
 
+def wan22_parity_vae() -> AutoencoderKLWan:
+    """The Wan 2.2 fixtures' VAE (`Wan2.2_VAE.pth`, original key names), converted by our key map."""
+    return vae_from_original(torch.load(WAN22_FIXTURE_DIR / "Wan2.2_VAE.pth", map_location="cpu", weights_only=True))
+
+
+def wan22_vae_references() -> dict[str, torch.Tensor]:
+    """The original's VAE inputs and outputs (`vae.encode.<case>.input` / `.output`, `vae.decode.<case>...`)."""
+    references = load_file(WAN22_FIXTURE_DIR / "reference_components.safetensors")
+    return {key: value for key, value in references.items() if key.startswith("vae.")}
+
+
 def diffusers_twin(vae: AutoencoderKLWan) -> DiffusersAutoencoderKLWan:
     """diffusers' built-in VAE with `vae`'s config and weights (loaded strictly: the key layouts must agree)."""
     twin = DiffusersAutoencoderKLWan.from_config(vae.config)
@@ -62,7 +100,9 @@ def random_video(batch: int = 1, frames: int = 9, height: int = 16, width: int =
     return torch.rand(batch, 3, frames, height, width, generator=generator) * 2 - 1
 
 
-def random_latents(batch: int = 1, frames: int = 3, height: int = 2, width: int = 2, seed: int = 0) -> torch.Tensor:
-    """Un-normalised latents [batch, 16, frames, height, width]: standard normal."""
+def random_latents(
+    batch: int = 1, frames: int = 3, height: int = 2, width: int = 2, seed: int = 0, channels: int = 16
+) -> torch.Tensor:
+    """Un-normalised latents [batch, channels, frames, height, width]: standard normal."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 16, frames, height, width, generator=generator)
+    return torch.randn(batch, channels, frames, height, width, generator=generator)

@@ -17,8 +17,6 @@ import torch.nn.functional as F
 from accelerate import cpu_offload, cpu_offload_with_hook
 from accelerate.utils import send_to_device
 from diffusers import AutoencoderKLWan as DiffusersAutoencoderKLWan
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from wan_diffusers import AutoencoderKLWan
 from wan_diffusers.models.autoencoder_kl_wan import (
@@ -41,7 +39,7 @@ from factories.vae import (
     random_video,
     tiny_vae,
 )
-from testing_utils import max_abs, max_rel
+from testing_utils import LargestIntermediate, max_abs, max_rel
 
 
 @pytest.fixture(autouse=True)
@@ -262,26 +260,6 @@ def test_chunked_convolution_equals_the_whole_sequence():
     assert max_abs(chunked, whole) <= 1e-6  # measured 0: identical padded windows
 
 
-class _LargestIntermediate(TorchDispatchMode):
-    """Records the size of every tensor an operation returns, with the storage it lives in."""
-
-    def __init__(self):
-        super().__init__()
-        self.outputs: list[tuple[int, int]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        for leaf in tree_leaves(result):
-            if isinstance(leaf, torch.Tensor):
-                self.outputs.append((leaf.numel(), leaf.untyped_storage().data_ptr()))
-        return result
-
-    def largest_except(self, *tensors: torch.Tensor) -> int:
-        """The largest tensor that is none of `tensors` nor a view of them."""
-        excluded = {tensor.untyped_storage().data_ptr() for tensor in tensors}
-        return max(numel for numel, storage in self.outputs if storage not in excluded)
-
-
 @pytest.mark.parametrize("tiling", [False, True], ids=["whole-frames", "tiled"])
 def test_no_intermediate_grows_with_the_number_of_frames(tiling):
     """Streaming: besides the preallocated output (and the caller's input), the largest tensor created while decoding
@@ -292,11 +270,11 @@ def test_no_intermediate_grows_with_the_number_of_frames(tiling):
     largest = {}
     for latent_frames in (2, 4):
         latents = random_latents(1, latent_frames, 4, 4)
-        with _LargestIntermediate() as recorder:
+        with LargestIntermediate() as recorder:
             video = vae.decode(latents).sample
         largest["decode", latent_frames] = recorder.largest_except(latents, video)
         video = random_video(1, 1 + 4 * (latent_frames - 1), 32, 32)
-        with _LargestIntermediate() as recorder:
+        with LargestIntermediate() as recorder:
             moments = vae.encode(video).latent_dist.parameters
         largest["encode", latent_frames] = recorder.largest_except(video, moments)
     assert largest["decode", 2] == largest["decode", 4], largest
@@ -605,11 +583,11 @@ def test_enable_tiling_rejects_bad_sizes(arguments, message):
 @pytest.mark.parametrize(
     "overrides, error, message",
     [
-        ({"is_residual": True}, NotImplementedError, r"Wan 2\.2 VAE"),
-        ({"patch_size": 2}, NotImplementedError, r"Wan 2\.2 VAE"),
+        ({"patch_size": 2}, ValueError, r"multiples of `patch_size`\*\*2 = 4, got 3 and 3"),
+        ({"patch_size": 0}, ValueError, r"`patch_size` must be None or a positive integer, got 0"),
         ({"attn_scales": [0.5]}, NotImplementedError, r"`attn_scales` must be empty, got \[0\.5\]"),
         ({"temperal_downsample": [True, True]}, ValueError, r"`temperal_downsample` needs one entry per"),
-        ({"scale_factor_spatial": 16}, ValueError, r"must match the architecture \(4 and 8\), got 4 and 16"),
+        ({"scale_factor_spatial": 16}, ValueError, r"must match the architecture \(4 and 8: .*\), got 4 and 16"),
     ],
 )
 def test_config_errors(overrides, error, message):

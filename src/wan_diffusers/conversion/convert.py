@@ -207,7 +207,7 @@ def _vae(release: WanRelease) -> ComponentConversion:
         class_name="AutoencoderKLWan",
         what="VAE",
         reader=reader,
-        rules=vae_rules(config["num_res_blocks"], len(config["dim_mult"])),
+        rules=vae_rules(config["num_res_blocks"], len(config["dim_mult"]), is_residual=config["is_residual"]),
         model=model,
         save_config=model.save_config,
         weights_name="diffusion_pytorch_model",

@@ -1,6 +1,7 @@
-"""AutoencoderKLWan: the causal 3D video VAE of Wan 2.1, streamed frame by frame.
+"""AutoencoderKLWan: the causal 3D video VAEs of Wan 2.1 and Wan 2.2, streamed frame by frame.
 
-The VAE compresses a video [B, 3, 1 + 4k, H, W] in [-1, 1] into latents [B, 16, 1 + k, H/8, W/8] and back. Every
+The Wan 2.1 VAE compresses a video [B, 3, 1 + 4k, H, W] in [-1, 1] into latents [B, 16, 1 + k, H/8, W/8] and back;
+the Wan 2.2 VAE (TI2V-5B) into latents [B, 48, 1 + k, H/16, W/16]. Every
 convolution is causal in time, so a video can be processed in short chunks while carrying a small cache of the
 last input frames of each convolution (`CausalConvCache`): encoding takes the first frame, then chunks of 4 frames,
 one latent frame each; decoding takes one latent frame at a time. Within a chunk, every layer but the causal
@@ -14,9 +15,13 @@ upsampling in float32, right/bottom zero padding before stride-2 convolutions, t
 resampling, the clamp of decoded videos). Module and parameter names follow diffusers' Hub format, so the `vae/`
 folder of the official `Wan-AI/Wan2.1-*-Diffusers` repos loads unchanged.
 
-Room for the Wan 2.2 VAE (48 latent channels, `is_residual` down/up blocks, `patch_size` 2): the encoder and
-decoder take their stage blocks from one place each (`WanEncoder3d.__init__`, `WanUpBlock`), every block has the
-same `(x, cache)` interface, and `AutoencoderKLWan._encode_into` / `_decode_into` mark where (un)patchifying goes.
+The Wan 2.2 VAE (`wan/modules/vae2_2.py`, `WanVAE_`; config `is_residual=True, patch_size=2`) uses the same layers.
+Three things differ: 2 x 2 pixels are folded into channels before the encoder and unfolded after the decoder
+(`patchify`), each encoder stage is one residual down block whose output adds a parameter-free shortcut averaging
+the input's space-to-depth (`WanAvgDown3D`), and each decoder stage a residual up block adding a channel-repeating
+depth-to-space of its input (`WanDupUp3D`). Both shortcuts work frame by frame (or on pairs of frames, which the
+cache assembles), so the Wan 2.2 VAE streams, tiles and slices exactly as the Wan 2.1 VAE does. The
+`Wan-AI/Wan2.2-TI2V-5B-Diffusers` `vae/` folder loads unchanged.
 """
 
 import itertools
@@ -47,6 +52,23 @@ WAN21_LATENTS_MEAN = (
 WAN21_LATENTS_STD = (
     2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+# The same for the 48 latent channels of the Wan 2.2 VAE (`wan/modules/vae2_2.py`, class `Wan2_2_VAE`).
+WAN22_LATENTS_MEAN = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)  # fmt: skip
+WAN22_LATENTS_STD = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
 )  # fmt: skip
 
 
@@ -352,6 +374,154 @@ class WanMidBlock(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Wan 2.2: the patchify and the residual stages with parameter-free shortcuts
+
+
+def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Fold `patch_size` x `patch_size` pixels into channels: [B, C, T, H, W] -> [B, C * p * p, T, H / p, W / p].
+
+    The channel order is the original's (`wan/modules/vae2_2.py`, `patchify`): channel `c * p * p + column * p + row`,
+    the column offset before the row offset. `F.pixel_unshuffle` orders the row offset first, which would hand the
+    first convolution its input channels in another order.
+    """
+    if patch_size == 1:
+        return x
+    batch, channels, frames, height, width = x.shape
+    x = x.reshape(batch, channels, frames, height // patch_size, patch_size, width // patch_size, patch_size)
+    x = x.permute(0, 1, 6, 4, 2, 3, 5)  # [B, C, column, row, T, H/p, W/p]
+    return x.reshape(batch, channels * patch_size * patch_size, frames, height // patch_size, width // patch_size)
+
+
+def unpatchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """The inverse of `patchify`: [B, C * p * p, T, h, w] -> [B, C, T, h * p, w * p]."""
+    if patch_size == 1:
+        return x
+    batch, channels, frames, height, width = x.shape
+    x = x.reshape(batch, channels // (patch_size * patch_size), patch_size, patch_size, frames, height, width)
+    x = x.permute(0, 1, 4, 5, 3, 6, 2)  # [B, C, T, h, row, w, column]
+    return x.reshape(batch, channels // (patch_size * patch_size), frames, height * patch_size, width * patch_size)
+
+
+class WanAvgDown3D(nn.Module):
+    """The shortcut of a Wan 2.2 encoder stage: space-to-depth by `factor_t` x `factor_s` x `factor_s`, then the mean
+    of each group of consecutive channels, to `out_channels` channels (`AvgDown3D` in `wan/modules/vae2_2.py`).
+
+    [B, C, T, H, W] -> [B, out_channels, T / factor_t, H / factor_s, W / factor_s]. The frames of a video are grouped
+    from the first: the first chunk (one frame) is padded with a zero frame in front, later frames go in pairs,
+    assembled by the cache when they come one at a time (None until a pair is complete).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, factor_t: int, factor_s: int):
+        super().__init__()
+        self.out_channels = out_channels
+        self.factor_t, self.factor_s = factor_t, factor_s
+        factor = factor_t * factor_s * factor_s
+        if (in_channels * factor) % out_channels:
+            raise ValueError(
+                f"A residual down block needs its input channels times {factor} to be a multiple of its output "
+                f"channels, got {in_channels} -> {out_channels}: check `base_dim` and `dim_mult`"
+            )
+        self.group_size = in_channels * factor // out_channels
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor | None:
+        if self.factor_t > 1 and not cache.is_first_chunk:
+            x = cache.whole_pairs(self, x)
+            if x is None:
+                return None
+        front = (-x.shape[2]) % self.factor_t
+        if front:
+            x = F.pad(x, (0, 0, 0, 0, front, 0))
+        batch, channels, frames, height, width = x.shape
+        ft, fs = self.factor_t, self.factor_s
+        x = x.reshape(batch, channels, frames // ft, ft, height // fs, fs, width // fs, fs)
+        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # [B, C, ft, fs (rows), fs (columns), T', H', W']
+        x = x.reshape(batch, self.out_channels, self.group_size, frames // ft, height // fs, width // fs)
+        return x.mean(dim=2)
+
+
+class WanDupUp3D(nn.Module):
+    """The shortcut of a Wan 2.2 decoder stage: every input channel repeated, then depth-to-space by `factor_t` x
+    `factor_s` x `factor_s` (`DupUp3D` in `wan/modules/vae2_2.py`).
+
+    [B, C, T, H, W] -> [B, out_channels, T * factor_t, H * factor_s, W * factor_s]; in the first chunk the first
+    `factor_t - 1` frames are dropped, as the temporal upsampling of the main path makes one frame there.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, factor_t: int, factor_s: int):
+        super().__init__()
+        self.out_channels = out_channels
+        self.factor_t, self.factor_s = factor_t, factor_s
+        factor = factor_t * factor_s * factor_s
+        if (out_channels * factor) % in_channels:
+            raise ValueError(
+                f"A residual up block needs its output channels times {factor} to be a multiple of its input "
+                f"channels, got {in_channels} -> {out_channels}: check `decoder_base_dim` and `dim_mult`"
+            )
+        self.repeats = out_channels * factor // in_channels
+
+    def forward(self, x: torch.Tensor, first_chunk: bool) -> torch.Tensor:
+        batch, _, frames, height, width = x.shape
+        ft, fs = self.factor_t, self.factor_s
+        x = x.repeat_interleave(self.repeats, dim=1)
+        x = x.view(batch, self.out_channels, ft, fs, fs, frames, height, width)
+        x = x.permute(0, 1, 5, 2, 6, 3, 7, 4)  # [B, C', T, ft, H, fs (rows), W, fs (columns)]
+        x = x.reshape(batch, self.out_channels, frames * ft, height * fs, width * fs)
+        return x[:, :, ft - 1 :] if first_chunk else x
+
+
+class WanResidualDownBlock(nn.Module):
+    """One Wan 2.2 encoder stage: residual blocks, then (except in the last stage) a downsampler, plus the
+    `WanAvgDown3D` shortcut of the stage's input (`Down_ResidualBlock` in `wan/modules/vae2_2.py`)."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float, downsample_mode: str | None):
+        super().__init__()
+        factor_t = 2 if downsample_mode == "downsample3d" else 1
+        self.avg_shortcut = WanAvgDown3D(in_dim, out_dim, factor_t, 2 if downsample_mode else 1)
+        self.resnets = nn.ModuleList(
+            WanResidualBlock(in_dim if index == 0 else out_dim, out_dim, dropout) for index in range(num_res_blocks)
+        )
+        self.downsampler = WanResample(out_dim, downsample_mode) if downsample_mode else None
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor | None:
+        # The shortcut first: it is smaller than the input, which can then go. Both paths hold the first frame of a
+        # pair back and come out with the second.
+        shortcut = self.avg_shortcut(x, cache)
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.downsampler is not None:
+            x = self.downsampler(x, cache)
+        return None if x is None else x.add_(shortcut)
+
+
+class WanResidualUpBlock(nn.Module):
+    """One Wan 2.2 decoder stage: `num_res_blocks + 1` residual blocks, then (except in the last stage) an upsampler
+    keeping the width, plus the `WanDupUp3D` shortcut of the stage's input (`Up_ResidualBlock` in
+    `wan/modules/vae2_2.py`). Unlike Wan 2.1's `WanUpBlock`, the upsampler sits in `upsampler`, not `upsamplers.0`."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float, upsample_mode: str | None):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            WanResidualBlock(in_dim if index == 0 else out_dim, out_dim, dropout)
+            for index in range(num_res_blocks + 1)
+        )
+        self.upsampler = None
+        self.avg_shortcut = None
+        if upsample_mode:
+            self.upsampler = WanResample(out_dim, upsample_mode, upsample_out_dim=out_dim)
+            factor_t = 2 if upsample_mode == "upsample3d" else 1
+            self.avg_shortcut = WanDupUp3D(in_dim, out_dim, factor_t, factor_s=2)
+
+    def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        stage_input = x
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.upsampler is None:
+            return x
+        x = self.upsampler(x, cache)
+        return x.add_(self.avg_shortcut(stage_input, cache.is_first_chunk))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Encoder and decoder
 
 
@@ -360,8 +530,8 @@ class WanEncoder3d(nn.Module):
 
     Stage widths are `dim * [1] + dim * dim_mult`; every stage but the last ends in a spatial (and, where
     `temperal_downsample` says so, temporal) downsampling. The Wan 2.1 Hub layout keeps the residual blocks and the
-    resamplers of all stages in one flat list, `down_blocks` (Wan 2.2 would put one residual down block per stage
-    there instead; every entry is called as `block(x, cache)` either way).
+    resamplers of all stages in one flat list, `down_blocks`; Wan 2.2 (`is_residual`) has one `WanResidualDownBlock`
+    per stage there. Every entry is called as `block(x, cache)` either way.
     """
 
     def __init__(
@@ -373,17 +543,23 @@ class WanEncoder3d(nn.Module):
         num_res_blocks: int,
         temperal_downsample: tuple[bool, ...],
         dropout: float = 0.0,
+        is_residual: bool = False,
     ):
         super().__init__()
         widths = [dim * multiplier for multiplier in (1, *dim_mult)]
         self.conv_in = WanCausalConv3d(in_channels, widths[0], 3, padding=1)
         down_blocks = []
         for stage, (in_dim, out_dim) in enumerate(zip(widths[:-1], widths[1:])):
+            mode = None
+            if stage < len(dim_mult) - 1:
+                mode = "downsample3d" if temperal_downsample[stage] else "downsample2d"
+            if is_residual:  # Wan 2.2: one block per stage
+                down_blocks.append(WanResidualDownBlock(in_dim, out_dim, num_res_blocks, dropout, mode))
+                continue
             for _ in range(num_res_blocks):
                 down_blocks.append(WanResidualBlock(in_dim, out_dim, dropout))
                 in_dim = out_dim
-            if stage < len(dim_mult) - 1:
-                mode = "downsample3d" if temperal_downsample[stage] else "downsample2d"
+            if mode:
                 down_blocks.append(WanResample(out_dim, mode))
         self.down_blocks = nn.ModuleList(down_blocks)
         # `forward` gives each layer one frame where the chunked computation gives it the whole chunk: 4 frames, then
@@ -392,9 +568,10 @@ class WanEncoder3d(nn.Module):
         _set_chunk_factor(self.conv_in, frames_per_chunk)
         for block in self.down_blocks:
             _set_chunk_factor(block, frames_per_chunk)
-            if isinstance(block, WanResample) and block.mode == "downsample3d":
+            resample = block if isinstance(block, WanResample) else getattr(block, "downsampler", None)
+            if resample is not None and resample.mode == "downsample3d":
                 frames_per_chunk //= 2
-                block.time_conv.chunk_factor = frames_per_chunk
+                resample.time_conv.chunk_factor = frames_per_chunk
         self.mid_block = WanMidBlock(widths[-1], dropout)
         self.norm_out = WanRMSNorm(widths[-1])
         self.conv_out = WanCausalConv3d(widths[-1], out_channels, 3, padding=1)
@@ -426,7 +603,7 @@ class WanUpBlock(nn.Module):
     """One decoder stage: `num_res_blocks + 1` residual blocks, then (except in the last stage) an upsampler.
 
     The Wan 2.1 upsampler halves the channels, which is why every stage after the first starts at half the width of
-    the stage before. (Wan 2.2's residual up block, with its parameter-free shortcut, is the block to swap in here.)
+    the stage before (Wan 2.2's `WanResidualUpBlock` keeps them).
     """
 
     def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float, upsample_mode: str | None):
@@ -450,7 +627,8 @@ class WanDecoder3d(nn.Module):
     """Latents [B, z_dim, 1, h, w] of one latent frame -> its frames [B, out_channels, 1, 8h, 8w], one at a time.
 
     Stage widths mirror the encoder: `dim * dim_mult[-1]` for the bottleneck, then `dim * dim_mult` reversed. The
-    stages after the first temporal upsampling run frame by frame (`_finish_frames`).
+    stages are `WanUpBlock`s (Wan 2.1) or `WanResidualUpBlock`s (Wan 2.2, `is_residual`); the stages after the first
+    temporal upsampling run frame by frame (`_finish_frames`).
     """
 
     def __init__(
@@ -462,6 +640,7 @@ class WanDecoder3d(nn.Module):
         num_res_blocks: int,
         temperal_upsample: tuple[bool, ...],
         dropout: float = 0.0,
+        is_residual: bool = False,
     ):
         super().__init__()
         widths = [dim * multiplier for multiplier in (dim_mult[-1], *reversed(dim_mult))]
@@ -469,12 +648,13 @@ class WanDecoder3d(nn.Module):
         self.mid_block = WanMidBlock(widths[0], dropout)
         up_blocks, frames_per_latent_frame = [], 1
         for stage, (in_dim, out_dim) in enumerate(zip(widths[:-1], widths[1:])):
-            if stage > 0:
-                in_dim //= 2  # the previous stage's upsampler halved the channels
+            if stage > 0 and not is_residual:
+                in_dim //= 2  # the previous stage's Wan 2.1 upsampler halved the channels
             upsample_mode = None
             if stage < len(dim_mult) - 1:
                 upsample_mode = "upsample3d" if temperal_upsample[stage] else "upsample2d"
-            up_blocks.append(WanUpBlock(in_dim, out_dim, num_res_blocks, dropout, upsample_mode))
+            block = WanResidualUpBlock if is_residual else WanUpBlock
+            up_blocks.append(block(in_dim, out_dim, num_res_blocks, dropout, upsample_mode))
             # `_finish_frames` gives this stage one frame where the chunked computation gives it all the frames made
             # of a latent frame so far (see `_StreamedConvolution`)
             _set_chunk_factor(up_blocks[-1], frames_per_latent_frame)
@@ -551,14 +731,15 @@ class _Tile:
         else:
             region.addcmul_(result, self.weight.to(device=region.device, dtype=region.dtype))
 
-    def frame_writer(self, output: torch.Tensor) -> Callable[[torch.Tensor], None]:
-        """A function that writes the frames [B, C, 1, rows, columns] it is called with, in order, into `output`."""
+    def frame_writer(self, output: torch.Tensor, patch_size: int = 1) -> Callable[[torch.Tensor], None]:
+        """A function that writes the frames [B, C * p * p, 1, rows / p, columns / p] it is called with, in order and
+        un-patchified (`patch_size` p), into `output`."""
         frame_indices = itertools.count()
 
         def write_frame(frame: torch.Tensor) -> None:
             # a slice rather than one of `output.split(...)`: autograd forbids writing into views made by split
             index = next(frame_indices)
-            self.write(output[:, :, index : index + 1], frame)
+            self.write(output[:, :, index : index + 1], unpatchify(frame, patch_size))
 
         return write_frame
 
@@ -624,11 +805,13 @@ _TILING_ARGUMENTS = (
 
 
 class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileMixin):
-    r"""The Wan 2.1 causal video VAE: videos [B, 3, 1 + 4k, H, W] <-> latents [B, 16, 1 + k, H/8, W/8].
+    r"""The Wan causal video VAE: videos [B, 3, 1 + 4k, H, W] <-> latents [B, z_dim, 1 + k, H/s, W/s].
 
+    Wan 2.1 (the defaults): z_dim 16, s = 8. Wan 2.2 (TI2V-5B: `is_residual=True, patch_size=2, z_dim=48,
+    in_channels=12, out_channels=12, scale_factor_spatial=16`, decoder wider than the encoder): s = 16.
     `encode` returns the posterior of the un-normalised latents; pipelines normalise them with `latents_mean` and
     `latents_std` (`(z - mean) / std`) and undo that before `decode`. Frame counts are 1 (an image) or 1 + 4k; height
-    and width must be divisible by 8. `enable_tiling()` processes large frames in overlapping spatial tiles that are
+    and width must be divisible by s. `enable_tiling()` processes large frames in overlapping spatial tiles that are
     blended linearly; `enable_slicing()` processes one video of a batch at a time.
 
     Args:
@@ -643,16 +826,19 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
         temperal_downsample (`tuple[bool]`, defaults to `(False, True, True)`): which encoder stages also halve the
             frame rate (the historical spelling is the Hub's config key); the decoder mirrors it.
         dropout (`float`, defaults to 0.0): dropout inside the residual blocks.
-        latents_mean (`tuple[float]`): per-channel mean of the latents, for the pipelines (Wan 2.1 values).
-        latents_std (`tuple[float]`): per-channel standard deviation of the latents (Wan 2.1 values).
-        is_residual (`bool`, defaults to False): Wan 2.2 residual down/up blocks; not supported yet.
-        in_channels (`int`, defaults to 3): channels of the videos that are encoded.
-        out_channels (`int`, defaults to 3): channels of the decoded videos.
-        patch_size (`int`, *optional*): Wan 2.2 spatial patchification; not supported yet.
+        latents_mean (`tuple[float]`): per-channel mean of the latents, for the pipelines (defaults: Wan 2.1 values).
+        latents_std (`tuple[float]`): per-channel standard deviation of the latents (defaults: Wan 2.1 values).
+        is_residual (`bool`, defaults to False): Wan 2.2 stages, one residual down / up block each with a
+            parameter-free shortcut (`WanResidualDownBlock`, `WanResidualUpBlock`).
+        in_channels (`int`, defaults to 3): input channels of the encoder, after the patchify (Wan 2.2: 12 = 3 x 2 x
+            2); videos have `in_channels / patch_size**2` channels.
+        out_channels (`int`, defaults to 3): output channels of the decoder, before the un-patchify.
+        patch_size (`int`, *optional*): fold `patch_size` x `patch_size` pixels into channels before encoding and
+            unfold them after decoding (Wan 2.2: 2); None or 1 for none.
         scale_factor_temporal (`int`, defaults to 4): frames per latent frame; must equal
             `2 ** sum(temperal_downsample)`.
         scale_factor_spatial (`int`, defaults to 8): pixels per latent pixel along H and W; must equal
-            `2 ** (len(dim_mult) - 1)`.
+            `patch_size * 2 ** (len(dim_mult) - 1)`.
     """
 
     _supports_gradient_checkpointing = False
@@ -683,10 +869,13 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
         scale_factor_spatial: int | None = 8,
     ):
         super().__init__()
-        if is_residual or patch_size is not None:
-            raise NotImplementedError(
-                "The Wan 2.2 VAE (`is_residual=True`, `patch_size`) is not supported yet; got "
-                f"is_residual={is_residual}, patch_size={patch_size}"
+        patch = 1 if patch_size is None else patch_size
+        if not isinstance(patch, int) or patch < 1:
+            raise ValueError(f"`patch_size` must be None or a positive integer, got {patch_size!r}")
+        if in_channels % (patch * patch) or out_channels % (patch * patch):
+            raise ValueError(
+                f"`in_channels` and `out_channels` count channels after the patchify, so they must be multiples of "
+                f"`patch_size`**2 = {patch * patch}, got {in_channels} and {out_channels}"
             )
         if attn_scales:
             raise NotImplementedError(
@@ -698,11 +887,12 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
                 f"`temperal_downsample` needs one entry per downsampling stage ({len(dim_mult) - 1} for "
                 f"`dim_mult`={list(dim_mult)}), got {list(temperal_downsample)}"
             )
-        temporal_factor, spatial_factor = 2 ** sum(temperal_downsample), 2 ** (len(dim_mult) - 1)
+        temporal_factor, spatial_factor = 2 ** sum(temperal_downsample), patch * 2 ** (len(dim_mult) - 1)
         if scale_factor_temporal not in (None, temporal_factor) or scale_factor_spatial not in (None, spatial_factor):
             raise ValueError(
                 f"`scale_factor_temporal` and `scale_factor_spatial` must match the architecture "
-                f"({temporal_factor} and {spatial_factor}), got {scale_factor_temporal} and {scale_factor_spatial}"
+                f"({temporal_factor} and {spatial_factor}: `temperal_downsample`, `dim_mult` and `patch_size`), got "
+                f"{scale_factor_temporal} and {scale_factor_spatial}"
             )
 
         # store lists, as config.json does, so that a saved and reloaded model has an identical config
@@ -720,9 +910,11 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
         self.temperal_upsample = self.temperal_downsample[::-1]
         self.temporal_compression_ratio = temporal_factor
         self.spatial_compression_ratio = spatial_factor
+        self.patch = patch
+        self.video_channels = in_channels // (patch * patch), out_channels // (patch * patch)  # encoded, decoded
 
         self.encoder = WanEncoder3d(
-            in_channels, 2 * z_dim, base_dim, dim_mult, num_res_blocks, temperal_downsample, dropout
+            in_channels, 2 * z_dim, base_dim, dim_mult, num_res_blocks, temperal_downsample, dropout, is_residual
         )
         self.quant_conv = WanCausalConv3d(2 * z_dim, 2 * z_dim, 1)  # -> posterior mean | log-variance
         self.post_quant_conv = WanCausalConv3d(z_dim, z_dim, 1)
@@ -734,6 +926,7 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
             num_res_blocks,
             self.temperal_upsample,
             dropout,
+            is_residual,
         )
 
         self.use_slicing = False
@@ -754,7 +947,8 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
         r"""Encode and decode frames larger than one tile in overlapping spatial tiles, blended linearly.
 
         Each tile runs through the whole video (with its own cache), so memory holds the output plus one tile's
-        activations. Sizes are in pixels of the video and must be divisible by 8; frames no larger than a tile are
+        activations. Sizes are in pixels of the video and must be divisible by `spatial_compression_ratio` (8, or 16
+        for Wan 2.2); frames no larger than a tile are
         processed whole, exactly as without tiling.
 
         Args:
@@ -784,16 +978,16 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
         r"""Encode videos into the posterior over (un-normalised) latents.
 
         Args:
-            x (`torch.Tensor`): videos [B, in_channels, 1 + 4k, H, W] in [-1, 1], H and W divisible by 8.
+            x (`torch.Tensor`): videos [B, 3, 1 + 4k, H, W] in [-1, 1], H and W divisible by
+                `spatial_compression_ratio` s (8 for Wan 2.1, 16 for Wan 2.2).
             return_dict (`bool`, defaults to True): return an `AutoencoderKLOutput` instead of a tuple.
 
         Returns:
             `AutoencoderKLOutput(latent_dist)` (or `(latent_dist,)`), a `DiagonalGaussianDistribution` over latents
-            [B, z_dim, 1 + k, H/8, W/8].
+            [B, z_dim, 1 + k, H/s, W/s].
         """
         self._check_video(x, "x")
         batch, _, frames, height, width = x.shape
-        # (Wan 2.2 patchifies x here: 2x2 pixels -> channels.)
         tiles = self._spatial_tiles((height, width), decoding=False)
         shape = (batch, 2 * self.z_dim, self._latent_frames(frames), *self._latent_size(height, width))
         moments = x.new_zeros(shape) if len(tiles) > 1 else x.new_empty(shape)  # tiles add up their shares
@@ -803,12 +997,16 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 
     def _encode_into(self, x: torch.Tensor, moments: torch.Tensor, tiles: list[_Tile]) -> None:
-        """Stream `x` [B, C, T, H, W] through the encoder, tile by tile, into `moments` [B, 2*z_dim, T', H/8, W/8]."""
+        """Stream `x` [B, C, T, H, W] through the encoder, tile by tile, into `moments` [B, 2*z_dim, T', H/s, W/s].
+
+        Each chunk of a tile is patchified on its own (Wan 2.2), so no patchified copy of the whole video exists.
+        """
         for tile in tiles:
             cache = CausalConvCache()
             for latent_index, frames in enumerate(self._encoder_chunks(x.shape[2])):
                 cache.is_first_chunk = latent_index == 0
-                latent = self.encoder(tile.read(x[:, :, frames]), cache=cache)  # [B, 2*z_dim, 1, h, w]
+                chunk = patchify(tile.read(x[:, :, frames]), self.patch)
+                latent = self.encoder(chunk, cache=cache)  # [B, 2*z_dim, 1, h, w]
                 tile.write(moments[:, :, latent_index : latent_index + 1], latent)
 
     def _encoder_chunks(self, num_frames: int) -> list[slice]:
@@ -827,18 +1025,18 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
             return_dict (`bool`, defaults to True): return a `DecoderOutput` instead of a tuple.
 
         Returns:
-            `DecoderOutput(sample)` (or `(sample,)`): videos [B, out_channels, 1 + 4(T - 1), 8h, 8w].
+            `DecoderOutput(sample)` (or `(sample,)`): videos [B, 3, 1 + 4(T - 1), s*h, s*w], s =
+            `spatial_compression_ratio` (8 for Wan 2.1, 16 for Wan 2.2).
         """
         self._check_latents(z, "z")
         batch, _, latent_frames, latent_height, latent_width = z.shape
         z = self.post_quant_conv(z)  # 1x1x1: cheap on the whole latent, as in the original
         tiles = self._spatial_tiles((latent_height, latent_width), decoding=True)
         frames = 1 + self.temporal_compression_ratio * (latent_frames - 1)
-        shape = (batch, self.config.out_channels, frames, *self._sample_size(latent_height, latent_width))
+        shape = (batch, self.video_channels[1], frames, *self._sample_size(latent_height, latent_width))
         video = z.new_zeros(shape) if len(tiles) > 1 else z.new_empty(shape)  # tiles add up their shares
         for batch_slice in self._batch_slices(batch):
             self._decode_into(z[batch_slice], video[batch_slice], tiles)
-        # (Wan 2.2 unpatchifies the video here: channels -> 2x2 pixels.)
         video.clamp_(-1.0, 1.0)
         return DecoderOutput(sample=video) if return_dict else (video,)
 
@@ -846,11 +1044,12 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
         """Stream `z` [B, z_dim, T, h, w] through the decoder, tile by tile and one latent frame at a time.
 
         The decoder hands over each frame as soon as it is finished (1 for the first latent frame, then 4 per latent
-        frame), and it goes straight into the next frame of `video`: no chunk of frames is ever assembled.
+        frame), and it goes, un-patchified (Wan 2.2), straight into the next frame of `video`: no chunk of frames is
+        ever assembled.
         """
         for tile in tiles:
             cache = CausalConvCache()
-            write_frame = tile.frame_writer(video)
+            write_frame = tile.frame_writer(video, patch_size=self.patch)
             for latent_index in range(z.shape[2]):
                 cache.is_first_chunk = latent_index == 0
                 latent = tile.read(z[:, :, latent_index : latent_index + 1])
@@ -868,7 +1067,7 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
         r"""Encode and decode `sample`.
 
         Args:
-            sample (`torch.Tensor`): videos [B, in_channels, 1 + 4k, H, W] in [-1, 1].
+            sample (`torch.Tensor`): videos [B, 3, 1 + 4k, H, W] in [-1, 1].
             sample_posterior (`bool`, defaults to False): decode a sample of the posterior instead of its mode.
             return_dict (`bool`, defaults to True): return a `DecoderOutput` instead of a tuple.
             generator (`torch.Generator`, *optional*): random generator for `sample_posterior`.
@@ -923,7 +1122,7 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
                 )
 
     def _check_video(self, x: torch.Tensor, name: str) -> None:
-        channels, factor = self.config.in_channels, self.spatial_compression_ratio
+        channels, factor = self.video_channels[0], self.spatial_compression_ratio
         if not isinstance(x, torch.Tensor) or x.ndim != 5:
             received = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(
