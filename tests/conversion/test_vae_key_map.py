@@ -188,5 +188,7 @@ def test_wan22_unknown_or_missing_keys_are_named():
         convert_vae_state_dict(original)
     original = _original22()
     del original["encoder.downsamples.1.downsamples.0.residual.3.gamma"]
-    with pytest.raises(ConversionError, match=r"missing keys \(1\):\n    encoder\.down_blocks\.1\.resnets\.0\.norm2\.gamma"):
+    with pytest.raises(
+        ConversionError, match=r"missing keys \(1\):\n    encoder\.down_blocks\.1\.resnets\.0\.norm2\.gamma"
+    ):
         vae_from_original(original)
