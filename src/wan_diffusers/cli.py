@@ -138,16 +138,24 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
     parser.add_argument("--fps", type=int, default=16, help="frames per second of the file (default 16)")
     parser.add_argument("--output", type=Path, default=Path("output.mp4"), help="the mp4 to write")
+    from .distributed.cli import add_distributed_arguments
+
+    add_distributed_arguments(parser)
 
 
 def run_generate(args: argparse.Namespace) -> int:
     """Generate one video from parsed arguments and write it; returns the exit status (1 for bad input)."""
+    from .distributed.cli import check_distributed_arguments, is_main_process
+
     try:
         _check_generate_arguments(args)
+        check_distributed_arguments(args)
         video = _generate(args)
     except (ValueError, OSError) as error:  # bad input, a missing file, a model that cannot be found or loaded
         logger.error(f"error: {error}")
         return 1
+    if not is_main_process():
+        return 0
     from .utils.video_io import export_to_mp4
 
     path = export_to_mp4(video, args.output, fps=args.fps)
@@ -191,10 +199,15 @@ def _check_generate_arguments(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace):
     import torch
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from .distributed import cli as distributed
+
+    device = distributed.start_distributed(args) or torch.device(
+        args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     dtype = _dtype(args.dtype, device)
     pipe = _load_pipeline(args, dtype)
     _place(pipe, args, device)
+    distributed.parallelize_from_arguments(pipe, args)
     task_defaults = DEMO_DEFAULTS if args.model is None else MODEL_DEFAULTS
 
     kwargs = dict(
@@ -234,9 +247,12 @@ def _generate(args: argparse.Namespace):
         kwargs["reference_images"] = [load_image(path) for path in args.reference_image or []] or None
         kwargs["conditioning_scale"] = args.conditioning_scale
 
+    recorder = kwargs["callback_on_step_end"] = distributed.LatentsRecorder() if args.save_latents else None
     start = time.perf_counter()
     frames = pipe(**kwargs).frames[0]
     logger.info(f"Generated in {time.perf_counter() - start:.1f} s on {device}")
+    if recorder is not None and distributed.is_main_process():
+        distributed.save_latents(recorder.latents, args.save_latents)
     return frames
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from diffusers.configuration_utils import register_to_config
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 # diffusers' generic `DiffusionPipeline.from_pretrained` finds how to load a component by looking its base classes up
@@ -110,8 +111,19 @@ class WanVACETransformer3DModel(WanTransformer3DModel):
     _skip_layerwise_casting_patterns = ["patch_embedding", "vace_patch_embedding", "condition_embedder", "norm"]
     _no_split_modules = ["WanTransformerBlock", "WanVACETransformerBlock"]
     _repeated_blocks = ["WanTransformerBlock", "WanVACETransformerBlock"]
-    # No context parallelism: the hint blocks read the whole video sequence before the main blocks (as diffusers).
-    _cp_plan = None
+    # Context parallelism (diffusers' engine): the hint blocks run on the video tokens before the main blocks do, so
+    # the video tokens are split where hint block 0 reads them, and again where block 0 does; the control stream is
+    # split with them, so every hint is already the rank's share of tokens when a main block adds it. Only
+    # self-attention sees other ranks' tokens (the engine's all-to-all or ring); the head's output is gathered.
+    _cp_plan = {
+        "rope": {0: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True)},
+        "vace_blocks.0": {
+            "hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False),
+            "control_hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False),
+        },
+        "blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
+        "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
 
     @register_to_config
     def __init__(
