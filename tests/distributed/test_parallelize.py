@@ -14,9 +14,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from wan_diffusers.distributed import ParallelLayout, parallelize_pipeline
+from wan_diffusers import WanTransformer3DModel
+from wan_diffusers.distributed import ParallelLayout, parallelize_pipeline, parallelize_transformer
 
 from factories.pipelines import call_kwargs, sample_image, sample_video, tiny_pipeline
+from factories.transformer import tiny_transformer_config, tiny_transformer_inputs
 from factories.vace import tiny_vace_pipeline
 from testing_utils import max_rel
 
@@ -80,6 +82,15 @@ def _arguments(task: str, size: tuple[int, int]) -> dict:
     return call_kwargs(task, **overrides)
 
 
+def _per_token_timestep_model():
+    """The tiny DiT on 12 tokens with one timestep per token (Wan 2.2 TI2V): the plan must split those too."""
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(**tiny_transformer_config("t2v")).eval()
+    inputs = tiny_transformer_inputs("t2v", batch_size=1, latent_shape=(2, 4, 6))
+    inputs["timestep"] = torch.linspace(0.0, 999.0, 12)[None]
+    return model, inputs
+
+
 def _run_rank(rank: int, world_size: int, init_file: str, output_dir: str):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
@@ -89,6 +100,13 @@ def _run_rank(rank: int, world_size: int, init_file: str, output_dir: str):
             parallelize_pipeline(pipe, layout)
             latents = pipe(**_arguments(task, size)).frames
             torch.save(latents, f"{output_dir}/case{index}-rank{rank}.pt")
+        if world_size == 2:
+            model, inputs = _per_token_timestep_model()
+            parallelize_transformer(model, ParallelLayout(ulysses_degree=2))
+            tokens_seen = []
+            model.blocks[1].ffn.register_forward_pre_hook(lambda module, args: tokens_seen.append(args[0].shape[1]))
+            with torch.no_grad():
+                torch.save((model(**inputs).sample, tokens_seen), f"{output_dir}/per-token-rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -105,4 +123,15 @@ def test_every_mode_matches_a_single_process(world_size, tmp_path):
             print(f"world {world_size}, {name}, rank {rank}: max_rel {difference:.2e}")
             if not difference <= TOLERANCE:
                 failures.append(f"{name}, rank {rank}: max_rel {difference:.2e}")
+    if world_size == 2:
+        model, inputs = _per_token_timestep_model()
+        with torch.no_grad():
+            reference = model(**inputs).sample
+        for rank in range(world_size):
+            sample, tokens_seen = torch.load(tmp_path / f"per-token-rank{rank}.pt")
+            assert tokens_seen == [6], f"rank {rank} saw {tokens_seen} tokens per block: the plan did not shard"
+            difference = max_rel(sample, reference)
+            print(f"world 2, DiT with per-token timesteps, ulysses 2, rank {rank}: max_rel {difference:.2e}")
+            if not difference <= TOLERANCE:
+                failures.append(f"per-token timesteps, rank {rank}: max_rel {difference:.2e}")
     assert not failures, failures

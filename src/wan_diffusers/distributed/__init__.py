@@ -6,6 +6,19 @@ import.
 """
 
 from .layout import ParallelLayout
-from .parallelize import init_distributed, is_main_process, parallelize_pipeline, transformers_of
+from .parallelize import (
+    init_distributed,
+    is_main_process,
+    parallelize_pipeline,
+    parallelize_transformer,
+    transformers_of,
+)
 
-__all__ = ["ParallelLayout", "init_distributed", "is_main_process", "parallelize_pipeline", "transformers_of"]
+__all__ = [
+    "ParallelLayout",
+    "init_distributed",
+    "is_main_process",
+    "parallelize_pipeline",
+    "parallelize_transformer",
+    "transformers_of",
+]

@@ -72,36 +72,55 @@ def parallelize_pipeline(pipe, layout: ParallelLayout) -> None:
     >>> video = pipe("A cat walks on the grass", generator=torch.Generator().manual_seed(0)).frames[0]
     ```
     """
-    if not dist.is_initialized():
-        raise RuntimeError("parallelize_pipeline needs a torch.distributed job: call init_distributed() first")
-    layout.check_world_size(dist.get_world_size())
+    layout.check_world_size(_world_size())
     transformers = transformers_of(pipe)
-    for model in transformers:
+    for model in transformers:  # every check before anything changes
         layout.check_model(model.config.num_attention_heads)
-    # gloo (CPU ranks, even on a machine with an accelerator) or the accelerator's backend
-    device_type = "cpu" if dist.get_backend() == "gloo" else torch._C._get_accelerator().type
-    mesh = torch.distributed.device_mesh.init_device_mesh(
-        device_type,
-        (layout.cfg_degree, layout.ring_degree, layout.ulysses_degree),
-        mesh_dim_names=("cfg", "ring", "ulysses"),
-    )
-    if layout.context_degree > 1:
-        for model in transformers:
-            _apply_context_parallel(model, layout, mesh)
+    meshes = _device_meshes(layout)
+    for model in transformers:
+        parallelize_transformer(model, layout, meshes)
     if layout.cfg_parallel:
         pipe.enable_batched_guidance()
-        for model in transformers:
-            apply_cfg_parallel(model, mesh["cfg"].get_group())
+    if layout.fsdp and getattr(pipe, "text_encoder", None) is not None:
+        if getattr(pipe, "_text_encoder_on_cpu", False):
+            raise ValueError("FSDP shards the text encoder over the ranks' devices: don't keep it on the CPU too")
+        shard_text_encoder(pipe.text_encoder, meshes["fsdp"])
+
+
+def parallelize_transformer(model, layout: ParallelLayout, meshes: dict | None = None) -> None:
+    """Spread one DiT over the ranks of the current job, in place: what `parallelize_pipeline` does to each DiT.
+
+    Under `layout.cfg_parallel` the model splits every batch over two rank groups, so the caller must put both
+    guidance branches in one batch. `meshes` (from a previous call) lets several models share process groups.
+    """
+    layout.check_world_size(_world_size())
+    layout.check_model(model.config.num_attention_heads)
+    meshes = meshes or _device_meshes(layout)
+    if layout.context_degree > 1:
+        _apply_context_parallel(model, layout, meshes["cfg, ring, ulysses"])
+    if layout.cfg_parallel:
+        apply_cfg_parallel(model, meshes["cfg, ring, ulysses"]["cfg"].get_group())
     if layout.fsdp:
-        fsdp_mesh = torch.distributed.device_mesh.init_device_mesh(
-            device_type, (dist.get_world_size(),), mesh_dim_names=("fsdp",)
-        )
-        for model in transformers:
-            shard_transformer(model, fsdp_mesh)
-        if getattr(pipe, "text_encoder", None) is not None:
-            if getattr(pipe, "_text_encoder_on_cpu", False):
-                raise ValueError("FSDP shards the text encoder over the ranks' devices: don't keep it on the CPU too")
-            shard_text_encoder(pipe.text_encoder, fsdp_mesh)
+        shard_transformer(model, meshes["fsdp"])
+
+
+def _world_size() -> int:
+    if not dist.is_initialized():
+        raise RuntimeError("parallelizing needs a torch.distributed job: call init_distributed() first")
+    return dist.get_world_size()
+
+
+def _device_meshes(layout: ParallelLayout) -> dict:
+    """The `cfg x ring x ulysses` grid of the ranks, and the flat one FSDP shards over."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    # gloo (CPU ranks, even on a machine with an accelerator) or the accelerator's backend
+    device_type = "cpu" if dist.get_backend() == "gloo" else torch._C._get_accelerator().type
+    shape = (layout.cfg_degree, layout.ring_degree, layout.ulysses_degree)
+    meshes = {"cfg, ring, ulysses": init_device_mesh(device_type, shape, mesh_dim_names=("cfg", "ring", "ulysses"))}
+    if layout.fsdp:
+        meshes["fsdp"] = init_device_mesh(device_type, (dist.get_world_size(),), mesh_dim_names=("fsdp",))
+    return meshes
 
 
 def _apply_context_parallel(model, layout: ParallelLayout, mesh) -> None:

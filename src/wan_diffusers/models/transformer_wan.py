@@ -550,6 +550,12 @@ class WanTransformer3DModel(
     # The text and image contexts are not sharded (769 tokens for I2V would not divide evenly).
     _cp_plan = {
         "rope": {0: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True)},
+        # Per-token timesteps (Wan 2.2 TI2V) are split with the tokens where their sinusoids [B, S, 256] enter the
+        # time MLP, so that the modulations of every block and of the head are the rank's share; one timestep per
+        # sample ([B, 256]) is left whole (diffusers logs once that it skips it).
+        "condition_embedder.time_embedder": {
+            "sample": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)
+        },
         "blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
         "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
     }
