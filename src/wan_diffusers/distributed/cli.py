@@ -158,13 +158,10 @@ class LatentsRecorder:
 
 
 def save_latents(latents, path: Path) -> None:
-    """Write `latents` to `path` as safetensors (tensor "latents", float32), under a temporary name then renamed."""
+    """Write `latents` to `path` as safetensors (tensor "latents", float32), atomically (`utils/atomic.py`)."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from ..utils.atomic import atomic_file
+
+    with atomic_file(path) as temporary:
         save_file({"latents": latents.detach().float().cpu().contiguous()}, str(temporary))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
