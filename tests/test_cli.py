@@ -83,13 +83,19 @@ def test_demo_of_vace(inputs, tmp_path):
 
 def test_default_shift_is_the_originals_per_task_and_size():
     from wan_diffusers.cli import _default_shift
+    from wan_diffusers.tasks import variant_for_model
 
     def shift(*args):
-        return _default_shift(build_parser().parse_args(["generate", "--prompt", "x", *args]), 5.0)
+        args = build_parser().parse_args(["generate", "--prompt", "x", *args])
+        return _default_shift(args, variant_for_model(args.task, args.model))
 
-    assert shift("--task", "i2v", "--image", "a.png") == 3.0  # the default 480 * 832 pixels: 480P
+    i2v_480p, i2v_720p = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "/models/Wan2.1-I2V-14B-720P-Diffusers/"
+    assert shift("--task", "i2v", "--image", "a.png") == 3.0  # the demo's size: 480P class
+    assert shift("--task", "i2v", "--image", "a.png", "--model", i2v_480p) == 3.0  # 480 * 832 pixels
+    assert shift("--task", "i2v", "--image", "a.png", "--model", i2v_720p) == 5.0  # 720 * 1280 pixels
     assert shift("--task", "i2v", "--image", "a.png", "--max-area", str(720 * 1280)) == 5.0
     assert shift("--task", "i2v", "--image", "a.png", "--height", "720", "--width", "1280") == 5.0
+    assert shift("--task", "i2v", "--image", "a.png", "--model", i2v_720p, "--max-area", str(480 * 832)) == 3.0
     assert shift("--task", "t2v") == 5.0
 
 

@@ -20,31 +20,15 @@ from pathlib import Path
 
 from diffusers.utils import logging as diffusers_logging
 
+from .tasks import INPUTS, TASK_NAMES, WanTask, shift_for, variant_for_model
+
 logger = diffusers_logging.get_logger(__name__)
 
-TASKS = ("t2v", "i2v", "flf2v", "v2v", "vace")
 SAMPLERS = ("unipc", "dpm++", "scheduler")
 OFFLOAD_MODES = ("none", "model", "sequential")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Sizes of the offline demo: small enough for a few seconds on a CPU.
 DEMO_DEFAULTS = {"height": 64, "width": 96, "frames": 17, "steps": 4, "max_area": 64 * 96}
-MODEL_DEFAULTS = {"height": 480, "width": 832, "frames": 81, "max_area": 480 * 832}
-# What to pass as --model for a real video, per task.
-HUB_MODELS = {
-    "t2v": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-    "i2v": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
-    "flf2v": "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
-    "v2v": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-    "vace": "Wan-AI/Wan2.1-VACE-1.3B-diffusers",
-}
-# The files each task reads: required ones, then optional ones.
-TASK_INPUTS = {
-    "t2v": ((), ()),
-    "i2v": (("image",), ()),
-    "flf2v": (("image", "last_image"), ()),
-    "v2v": (("video",), ()),
-    "vace": ((), ("video", "mask", "reference_image")),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,12 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASKS, default="t2v", help="what to generate (default: t2v)")
+    parser.add_argument("--task", choices=TASK_NAMES, default="t2v", help="what to generate (default: t2v)")
     parser.add_argument(
         "--model",
         default=None,
-        help="a Hub repo id or a local folder in the Hub format (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers); without it, "
-        "a tiny random-weight pipeline is built in code: offline and fast, but its frames are noise",
+        help="a Hub repo id or a local folder in the Hub format (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers); the defaults "
+        "below are those of the released variant it names (by its last path component), else of the task's first "
+        "one in `wan_diffusers.tasks`; without --model, a tiny random-weight pipeline is built in code: offline and "
+        "fast, but its frames are noise",
     )
     parser.add_argument("--prompt", required=True, help="what the video shows")
     parser.add_argument(
@@ -99,17 +85,21 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         help="vace: a subject or background to show (repeat the option for several, kept in that order)",
     )
     parser.add_argument("--conditioning-scale", type=float, default=1.0, help="vace: strength of the control hints")
-    parser.add_argument("--height", type=int, help="height in pixels, a multiple of 16 (t2v default 480)")
-    parser.add_argument("--width", type=int, help="width in pixels, a multiple of 16 (t2v default 832)")
+    parser.add_argument(
+        "--height", type=int, help="height in pixels, a multiple of 16 (t2v/vace default: the variant's, 480 or 720)"
+    )
+    parser.add_argument(
+        "--width", type=int, help="width in pixels, a multiple of 16 (t2v/vace default: the variant's, 832 or 1280)"
+    )
     parser.add_argument(
         "--max-area",
         type=int,
         help="i2v/flf2v without --height/--width: pixel budget, the size follows the image's aspect ratio "
-        "(default 480*832; 720*1280 for the 720P models)",
+        "(default: the variant's, 480*832 for I2V-480P, 720*1280 for I2V-720P and FLF2V)",
     )
     parser.add_argument("--frames", type=int, help="number of frames, 4n + 1 (default 81)")
-    parser.add_argument("--steps", type=int, help="denoising steps (default: 50, 40 for i2v, as the original)")
-    parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default 5.0)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the original's, 50; 40 for i2v)")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the original's, 5.0)")
     parser.add_argument("--strength", type=float, default=0.8, help="v2v: how much of the video to redo (0-1]")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
@@ -122,7 +112,7 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shift",
         type=float,
-        help="flow shift (default: the original's per task: 5; 3 for i2v at 480P; 16 for flf2v and vace)",
+        help="flow shift (default: the original's per task and size: 5; 3 for i2v at 480P; 16 for flf2v and vace)",
     )
     parser.add_argument(
         "--offload",
@@ -136,7 +126,7 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", choices=DTYPES, default="auto", help="model dtype (auto: bfloat16 on a GPU, float32 on a CPU)"
     )
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
-    parser.add_argument("--fps", type=int, default=16, help="frames per second of the file (default 16)")
+    parser.add_argument("--fps", type=int, help="frames per second of the file (default: the model's, 16)")
     parser.add_argument("--output", type=Path, default=Path("output.mp4"), help="the mp4 to write")
     from .distributed.cli import add_distributed_arguments
 
@@ -147,10 +137,11 @@ def run_generate(args: argparse.Namespace) -> int:
     """Generate one video from parsed arguments and write it; returns the exit status (1 for bad input)."""
     from .distributed.cli import check_distributed_arguments, is_main_process
 
+    variant = variant_for_model(args.task, args.model)
     try:
-        _check_generate_arguments(args)
+        _check_generate_arguments(args, variant)
         check_distributed_arguments(args)
-        video = _generate(args)
+        video = _generate(args, variant)
     except (ValueError, OSError) as error:  # bad input, a missing file, a model that cannot be found or loaded
         logger.error(f"error: {error}")
         return 1
@@ -158,25 +149,25 @@ def run_generate(args: argparse.Namespace) -> int:
         return 0
     from .utils.video_io import export_to_mp4
 
-    path = export_to_mp4(video, args.output, fps=args.fps)
-    logger.info(f"Wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {args.fps} fps)")
+    fps = args.fps or variant.fps
+    path = export_to_mp4(video, args.output, fps=fps)
+    logger.info(f"Wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {fps} fps)")
     if args.model is None:
         logger.info(
             "This was the offline demo: a tiny random-weight model, so the frames are noise. For a real video add "
-            f"--model {HUB_MODELS[args.task]} (or another Wan 2.1 repo, or a converted folder)."
+            f"--model {variant.hub_id} (or another Wan 2.1 repo, or a converted folder)."
         )
     return 0
 
 
-def _check_generate_arguments(args: argparse.Namespace) -> None:
-    required, optional = TASK_INPUTS[args.task]
-    for name in required:
+def _check_generate_arguments(args: argparse.Namespace, variant: WanTask) -> None:
+    for name in variant.required_inputs:
         if getattr(args, name) is None:
             raise ValueError(f"--task {args.task} needs --{name.replace('_', '-')} PATH")
-    for name in ("image", "last_image", "video", "mask", "reference_image"):
+    for name in INPUTS:
         value = getattr(args, name)
         paths = value if isinstance(value, list) else [value]
-        if value is not None and name not in required + optional:
+        if value is not None and name not in variant.inputs:
             raise ValueError(f"--{name.replace('_', '-')} is not used by --task {args.task}")
         for path in paths:
             if path is not None and not path.is_file():
@@ -196,7 +187,32 @@ def _check_generate_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--model {model} is not a pipeline folder in the Hub format (no model_index.json){hint}")
 
 
-def _generate(args: argparse.Namespace):
+def size_defaults(args: argparse.Namespace, variant: WanTask) -> dict:
+    """Size, frames and steps when not given: the demo's tiny ones, or the original's for the model's variant."""
+    if args.model is None:
+        return DEMO_DEFAULTS
+    return {
+        "height": variant.height,
+        "width": variant.width,
+        "frames": variant.num_frames,
+        "steps": variant.num_inference_steps,
+        "max_area": variant.max_area or variant.height * variant.width,
+    }
+
+
+def _default_shift(args: argparse.Namespace, variant: WanTask) -> float:
+    """The original `generate.py`'s `--sample_shift` default for the requested size (`tasks.shift_for`)."""
+    defaults = size_defaults(args, variant)
+    if args.height and args.width:
+        area = args.height * args.width
+    elif args.task in ("i2v", "flf2v"):
+        area = args.max_area or defaults["max_area"]
+    else:
+        area = defaults["height"] * defaults["width"]
+    return shift_for(args.task, area)
+
+
+def _generate(args: argparse.Namespace, variant: WanTask):
     import torch
 
     from .distributed import cli as distributed
@@ -205,20 +221,19 @@ def _generate(args: argparse.Namespace):
         args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     )
     dtype = _dtype(args.dtype, device)
-    pipe = _load_pipeline(args, dtype)
+    pipe = _load_pipeline(args, variant, dtype)
     _place(pipe, args, device)
     distributed.parallelize_from_arguments(pipe, args)
-    task_defaults = DEMO_DEFAULTS if args.model is None else MODEL_DEFAULTS
+    task_defaults = size_defaults(args, variant)
 
     kwargs = dict(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
-        guidance_scale=args.guidance,
+        guidance_scale=variant.guidance_scale if args.guidance is None else args.guidance,
         generator=torch.Generator("cpu").manual_seed(args.seed),
         output_type="np",
     )
-    steps = args.steps or (DEMO_DEFAULTS["steps"] if args.model is None else (40 if args.task == "i2v" else 50))
-    kwargs["num_inference_steps"] = steps
+    kwargs["num_inference_steps"] = args.steps or task_defaults["steps"]
     if args.task in ("t2v", "i2v", "flf2v") or (args.task == "vace" and args.video is None):
         kwargs["num_frames"] = args.frames or task_defaults["frames"]
     if args.task == "t2v" or (args.task == "vace" and args.video is None):
@@ -256,10 +271,8 @@ def _generate(args: argparse.Namespace):
     return frames
 
 
-def _load_pipeline(args: argparse.Namespace, dtype):
+def _load_pipeline(args: argparse.Namespace, variant: WanTask, dtype):
     import torch
-
-    from .pipelines.sampling import DEFAULT_FLOW_SHIFT
 
     if args.model is None:
         from .pipelines.demo import build_demo_pipeline
@@ -267,25 +280,12 @@ def _load_pipeline(args: argparse.Namespace, dtype):
         logger.info(f"No --model: building the tiny random-weight {args.task} demo pipeline (its frames are noise)")
         pipe = build_demo_pipeline(args.task)  # float32: it is tiny
     else:
-        from . import WanImageToVideoPipeline, WanPipeline, WanVACEPipeline, WanVideoToVideoPipeline
-
-        cls = {"t2v": WanPipeline, "v2v": WanVideoToVideoPipeline, "vace": WanVACEPipeline}.get(
-            args.task, WanImageToVideoPipeline
-        )
+        cls = getattr(sys.modules[__package__], variant.pipeline_class)  # the package's lazy export
         logger.info(f"Loading {args.model} as {cls.__name__} ({str(dtype).removeprefix('torch.')}, VAE float32)")
         pipe = cls.from_pretrained(args.model, torch_dtype={"vae": torch.float32, "default": dtype})
     if args.sampler != "scheduler":
-        pipe.use_original_sampling(args.sampler, args.shift or _default_shift(args, DEFAULT_FLOW_SHIFT[args.task]))
+        pipe.use_original_sampling(args.sampler, args.shift or _default_shift(args, variant))
     return pipe
-
-
-def _default_shift(args: argparse.Namespace, task_shift: float) -> float:
-    """The original `generate.py`'s `--sample_shift` default: 3.0 for I2V at 480P, else the task's own."""
-    if args.task == "i2v":
-        area = args.height * args.width if args.height and args.width else args.max_area or MODEL_DEFAULTS["max_area"]
-        if area <= 480 * 832:
-            return 3.0
-    return task_shift
 
 
 def _place(pipe, args: argparse.Namespace, device) -> None:

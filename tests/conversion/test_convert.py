@@ -22,6 +22,7 @@ from wan_diffusers.conversion import ConversionError, convert_release
 from wan_diffusers.conversion.convert import ComponentConversion
 from wan_diffusers.conversion.model_card import front_matter
 from wan_diffusers.conversion.vae import vae_from_original
+from wan_diffusers.tasks import TASKS
 
 from factories.original_release import LAYOUTS, TINY_CLIP_NUM_HEADS, build_release, write_released_dit
 from factories.parity import component_references, dit_references, manifest, original_component_state_dict
@@ -107,11 +108,12 @@ def test_every_layout_becomes_a_complete_repo(layout, repos):
     assert sorted(path.name for path in repo.iterdir()) == sorted(
         [name for name in expected if not name.startswith("_")] + ["README.md", "model_index.json"]
     )
-    shift = {"t2v": 5.0, "i2v": 3.0 if LAYOUTS[layout].resolution == "480p" else 5.0, "flf2v": 16.0, "vace": 16.0}[
-        task
-    ]
+    variant = next(variant for variant in TASKS if variant.name.lower() == layout)
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(repo / "scheduler")
-    assert scheduler.config.shift == shift and not scheduler.config.use_dynamic_shifting
+    assert scheduler.config.shift == variant.shift and not scheduler.config.use_dynamic_shifting
+    text = (repo / "README.md").read_text()  # the card states the same defaults as the table
+    assert f"with shift {variant.shift:g} (the original's default for this release)" in text
+    assert f"{variant.num_inference_steps} steps and guidance scale {variant.guidance_scale:g}" in text
     card = front_matter((repo / "README.md").read_text())
     assert (
         card["pipeline_tag"]

@@ -29,17 +29,18 @@ from factories.parity import COMPONENTS_DIR, original_dit_state_dict, task_dir
 class Layout:
     task: str  # the parity model whose weights it holds: t2v, i2v, flf2v, vace
     num_shards: int  # 1: a single diffusion_pytorch_model.safetensors; more: shards + index (14B releases)
-    resolution: str | None = None  # what to pass as `resolution` (I2V: 480p or 720p)
+    resolution: str  # what to pass as `resolution`: the release's (the tiny weights cannot show a size)
 
 
+# Keyed by the release's name in `wan_diffusers.tasks`, in lower case.
 LAYOUTS = {
-    "t2v-1.3b": Layout("t2v", 1),
-    "t2v-14b": Layout("t2v", 3),
+    "t2v-1.3b": Layout("t2v", 1, "480p"),
+    "t2v-14b": Layout("t2v", 3, "720p"),
     "i2v-14b-480p": Layout("i2v", 2, "480p"),
     "i2v-14b-720p": Layout("i2v", 2, "720p"),
     "flf2v-14b-720p": Layout("flf2v", 2, "720p"),
-    "vace-1.3b": Layout("vace", 1),
-    "vace-14b": Layout("vace", 2),
+    "vace-1.3b": Layout("vace", 1, "480p"),
+    "vace-14b": Layout("vace", 2, "720p"),
 }
 # the tiny CLIP of the fixtures has 2 heads (not visible in its weights; the released ViT-H/14 has 16)
 TINY_CLIP_NUM_HEADS = 2

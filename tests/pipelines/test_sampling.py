@@ -6,7 +6,6 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from wan_diffusers.pipelines.sampling import (
-    DEFAULT_FLOW_SHIFT,
     FlowDPMSolverMultistepScheduler,
     FlowUniPCMultistepScheduler,
     default_scheduler,
@@ -119,11 +118,11 @@ def test_schedulers_survive_a_config_round_trip(tmp_path):
 
 
 def test_default_scheduler_per_task():
-    for task, shift in DEFAULT_FLOW_SHIFT.items():
+    shifts = {"t2v": 5.0, "i2v": 3.0, "flf2v": 16.0, "v2v": 5.0, "vace": 16.0}  # the default variants' (480P I2V)
+    for task, shift in shifts.items():
         scheduler = default_scheduler(task)
         assert isinstance(scheduler, FlowMatchEulerDiscreteScheduler)
         assert scheduler_shift(scheduler) == shift
-    assert (DEFAULT_FLOW_SHIFT["t2v"], DEFAULT_FLOW_SHIFT["i2v"], DEFAULT_FLOW_SHIFT["flf2v"]) == (5.0, 5.0, 16.0)
 
 
 @pytest.mark.parametrize(

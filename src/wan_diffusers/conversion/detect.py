@@ -10,13 +10,15 @@ releases were mixed.
 
 What neither the files nor the weights tell: whether an I2V-14B folder is the 480P or the 720P release (their
 weights have the same layout), which only sets the scheduler's default shift and the model card's base model; it
-is an option (`resolution`).
+is an option (`resolution`). Task, size and resolution pick the release's record in `wan_diffusers.tasks`, which
+holds its name, pipeline and the original's sampling defaults.
 """
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import tasks
 from .checkpoint_io import TensorInfo, TensorReader
 from .rules import ConversionError
 
@@ -28,19 +30,13 @@ T5_CHECKPOINT = "models_t5_umt5-xxl-enc-bf16.pth"
 T5_TOKENIZER = "google/umt5-xxl"
 CLIP_CHECKPOINT = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
 
-TASKS = ("t2v", "i2v", "flf2v", "vace")
-RESOLUTIONS = ("480p", "720p")
+# the tasks an original release can hold (video-to-video runs T2V weights)
+TASKS = tuple(dict.fromkeys(variant.task for variant in tasks.TASKS if variant.release is not None))
+RESOLUTIONS = tasks.RESOLUTIONS
 # config.json fields every release writes (the original `WanModel` saves its constructor arguments)
 _REQUIRED_CONFIG = ("dim", "eps", "ffn_dim", "freq_dim", "in_dim", "num_heads", "num_layers", "out_dim")
 # (dim, num_layers) of the released DiTs
 _RELEASED_SIZES = {(1536, 30): "1.3B", (5120, 40): "14B"}
-
-PIPELINE_CLASSES = {
-    "t2v": "WanPipeline",
-    "i2v": "WanImageToVideoPipeline",
-    "flf2v": "WanImageToVideoPipeline",
-    "vace": "WanVACEPipeline",
-}
 
 
 @dataclass(frozen=True)
@@ -60,8 +56,17 @@ class WanRelease:
     clip_checkpoint: Path | None  # I2V and FLF2V only
 
     @property
+    def variant(self) -> tasks.WanTask:
+        """The release's record in `wan_diffusers.tasks` (for another size: the task's record at this resolution)."""
+        return tasks.find_variant(self.task, size=self.size, resolution=self.resolution)
+
+    @property
+    def is_released_size(self) -> bool:
+        return self.size is not None and self.variant.size == self.size
+
+    @property
     def pipeline_class_name(self) -> str:
-        return PIPELINE_CLASSES[self.task]
+        return self.variant.pipeline_class
 
     @property
     def transformer_class_name(self) -> str:
@@ -70,31 +75,17 @@ class WanRelease:
     @property
     def name(self) -> str:
         """The release's name, e.g. "Wan2.1-I2V-14B-480P"; other sizes read "Wan2.1-T2V (custom size)"."""
-        task = {"t2v": "T2V", "i2v": "I2V", "flf2v": "FLF2V", "vace": "VACE"}[self.task]
-        if self.size is None:
-            return f"Wan2.1-{task} (custom size)"
-        # I2V was released at 480P and 720P, FLF2V at 720P only; T2V and VACE names carry no resolution
-        suffix = {"i2v": f"-{self.resolution.upper()}", "flf2v": "-720P"}.get(self.task, "")
-        return f"Wan2.1-{task}-{self.size}{suffix}"
+        return self.variant.release if self.is_released_size else f"Wan2.1-{self.task.upper()} (custom size)"
 
     @property
     def base_model(self) -> str | None:
         """The Hub id of the original release, for the model card (None for other sizes)."""
-        return None if self.size is None else f"Wan-AI/{self.name}"
+        return self.variant.base_model if self.is_released_size else None
 
     @property
     def default_shift(self) -> float:
-        """The scheduler shift the original uses for this release (reference: generate.py and the README).
-
-        `generate.py` uses 5.0, except 3.0 for I2V at 480P and 16 for FLF2V and VACE. For T2V-1.3B the original
-        README's example command and its Gradio demo use 8.0 (the README recommends 8-12), which is what the
-        authors advise for that model, so it is the default here.
-        """
-        if self.task in ("flf2v", "vace"):
-            return 16.0
-        if self.task == "i2v":
-            return 3.0 if self.resolution == "480p" else 5.0
-        return 8.0 if self.size == "1.3B" else 5.0
+        """The scheduler shift the original's `generate.py` uses for this release (`tasks.WanTask.shift`)."""
+        return self.variant.shift
 
 
 def detect_release(checkpoint_dir: str | Path, *, resolution: str | None = None) -> WanRelease:

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import yaml
 
+from .. import tasks
+
 PIPELINE_TAGS = {"t2v": "text-to-video", "i2v": "image-to-video", "flf2v": "image-to-video", "vace": "video-to-video"}
 _TASK_TAGS = {
     "t2v": ["text-to-video"],
@@ -12,9 +14,6 @@ _TASK_TAGS = {
     # VACE generates from text alone too, and edits / controls / extends videos
     "vace": ["video-to-video", "text-to-video", "reference-to-video", "video-editing", "vace"],
 }
-# original sampling settings per task (wan21_original.md §1.4): guidance scale, steps
-_GUIDANCE = {"t2v": 5.0, "i2v": 5.0, "flf2v": 5.5, "vace": 5.0}
-_STEPS = {"t2v": 50, "i2v": 40, "flf2v": 50, "vace": 50}
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,11 @@ class ModelCardInfo:
     size: str | None
     components: tuple[ComponentRow, ...]
     converter_version: str
+
+    @property
+    def variant(self) -> tasks.WanTask:
+        """The release's record in `wan_diffusers.tasks`: the original's sampling defaults the card states."""
+        return tasks.find_variant(self.task, size=self.size, resolution=self.resolution)
 
     @classmethod
     def from_conversion(cls, release, components, *, shift: float, repo_id: str) -> "ModelCardInfo":
@@ -161,11 +165,8 @@ repo names by itself. Without wan-diffusers, pass diffusers' own classes, which 
 by exactly one rule), every target tensor filled, every shape checked{_left_out(info)}. Sizes the weights do not show
 are the released values unless set at conversion.
 
-The scheduler is `FlowMatchEulerDiscreteScheduler` with shift {info.shift:g} ({info.shift_reason}). The original's
-`generate.py` uses shift 5.0 for T2V (its README recommends 8-12 for T2V-1.3B, whose default here is 8), 3.0 for
-I2V at 480P and 5.0 at 720P, and 16 for FLF2V and VACE, with {_STEPS[info.task]} steps and guidance scale
-{_GUIDANCE[info.task]:g} for this task. To sample
-exactly as the original `generate.py` does (its UniPC solver and sigma schedule, at this shift), call
+The scheduler is `FlowMatchEulerDiscreteScheduler` with shift {info.shift:g} ({info.shift_reason}). {_defaults(info)}
+To sample exactly as the original `generate.py` does (its UniPC solver and sigma schedule, at this shift), call
 `pipe.use_original_sampling("unipc")` (or `"dpm++"`) before generating.
 
 ## License
@@ -174,9 +175,26 @@ The weights are released by the Wan team under the Apache 2.0 license; see the o
 """
 
 
+def _defaults(info: ModelCardInfo) -> str:
+    """The original's sampling defaults for this release, as a sentence (from `wan_diffusers.tasks`)."""
+    variant = info.variant
+    shifts = {other.resolution: other.shift for other in tasks.variants(info.task)}
+    by_resolution = (
+        " (" + ", ".join(f"{shift:g} at {resolution.upper()}" for resolution, shift in shifts.items()) + ")"
+        if len(set(shifts.values())) > 1
+        else ""
+    )
+    sentence = (
+        f"The original's `generate.py` samples this task with shift {variant.shift:g}{by_resolution}, "
+        f"{variant.num_inference_steps} steps and guidance scale {variant.guidance_scale:g}"
+    )
+    if variant.guidance_scale_2 is not None:
+        sentence += f" ({variant.guidance_scale_2:g} for the high-noise expert)"
+    return sentence + (f"; {variant.note}." if variant.note else ".")
+
+
 def _usage(info: ModelCardInfo) -> str:
-    height, width = (480, 832) if info.resolution == "480p" else (720, 1280)
-    guidance = 6.0 if info.task == "t2v" and info.size == "1.3B" else _GUIDANCE[info.task]
+    variant = info.variant
     lines = [
         "import torch",
         f"from wan_diffusers import {info.pipeline_class}",
@@ -200,13 +218,13 @@ def _usage(info: ModelCardInfo) -> str:
         arguments.append("reference_images=[reference]")
     arguments += [
         'prompt="A cat walks on the grass, realistic style."',
-        f"height={height}",
-        f"width={width}",
-        "num_frames=81",
-        f"guidance_scale={guidance:g}",
+        f"height={variant.height}",
+        f"width={variant.width}",
+        f"num_frames={variant.num_frames}",
+        f"guidance_scale={variant.guidance_scale:g}",
     ]
     lines.append("video = pipe(" + ", ".join(arguments) + ").frames[0]")
-    lines.append('export_to_video(video, "output.mp4", fps=16)')
+    lines.append(f'export_to_video(video, "output.mp4", fps={variant.fps})')
     return "\n".join(lines)
 
 

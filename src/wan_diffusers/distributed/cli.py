@@ -106,9 +106,10 @@ def _transformer_config(args: argparse.Namespace) -> dict | None:
 
 
 def _video_tokens(args: argparse.Namespace, config: dict) -> int | None:
-    from ..cli import DEMO_DEFAULTS, MODEL_DEFAULTS
+    from ..cli import size_defaults
+    from ..tasks import variant_for_model
 
-    defaults = DEMO_DEFAULTS if args.model is None else MODEL_DEFAULTS
+    defaults = size_defaults(args, variant_for_model(args.task, args.model))
     patch_t, patch_h, patch_w = config.get("patch_size", (1, 2, 2))
     spatial, temporal = 8, 4  # the Wan 2.1 VAE's strides
     height, width, frames = args.height, args.width, args.frames or defaults["frames"]

@@ -11,9 +11,8 @@ import string
 
 import torch
 
+from ..tasks import TASK_NAMES
 from .sampling import default_scheduler
-
-TASKS = ("t2v", "i2v", "flf2v", "v2v", "vace")
 
 _TEXT_DIM = 32
 _IMAGE_DIM = 24
@@ -51,8 +50,8 @@ def build_demo_pipeline(task: str = "t2v", seed: int = 0):
     from .pipeline_wan_vace import WanVACEPipeline
     from .pipeline_wan_video2video import WanVideoToVideoPipeline
 
-    if task not in TASKS:
-        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
+    if task not in TASK_NAMES:
+        raise ValueError(f"`task` must be one of {TASK_NAMES}, got {task!r}")
     tokenizer = demo_tokenizer()
     torch.manual_seed(seed)
     text_encoder = UMT5EncoderModel(

@@ -21,11 +21,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-# The original's default `--sample_shift` per task (generate.py); I2V at 480P used 3.0 there.
-DEFAULT_FLOW_SHIFT = {"t2v": 5.0, "i2v": 5.0, "flf2v": 16.0, "v2v": 5.0, "vace": 16.0}
-
-# The original's default `--sample_steps`: 40 for I2V, 50 otherwise.
-DEFAULT_SAMPLING_STEPS = {"t2v": 50, "i2v": 40, "flf2v": 50, "v2v": 50, "vace": 50}
+from ..tasks import default_variant
 
 SOLVERS = ("unipc", "dpm++")
 
@@ -116,10 +112,8 @@ def original_scheduler(solver: str = "unipc", shift: float = 5.0) -> SchedulerMi
 
 
 def default_scheduler(task: str) -> FlowMatchEulerDiscreteScheduler:
-    """The scheduler a pipeline gets when none is given: flow-matching Euler with the task's original shift."""
-    if task not in DEFAULT_FLOW_SHIFT:
-        raise ValueError(f"`task` must be one of {tuple(DEFAULT_FLOW_SHIFT)}, got {task!r}")
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=DEFAULT_FLOW_SHIFT[task])
+    """Flow-matching Euler with the original shift of the task's default variant (`wan_diffusers.tasks`)."""
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=default_variant(task).shift)
 
 
 def scheduler_shift(scheduler: SchedulerMixin) -> float | None:
