@@ -33,20 +33,13 @@ CASES = {
         "t2v fsdp (DiT and text encoder)": ("t2v", ParallelLayout(fsdp=True), (16, 32)),
         "i2v ulysses 2": ("i2v", ParallelLayout(ulysses_degree=2), (16, 32)),
         "flf2v ring 2 + fsdp": ("flf2v", ParallelLayout(ring_degree=2, fsdp=True), (16, 32)),
-        "v2v cfg-parallel": ("v2v", ParallelLayout(cfg_parallel=True), (16, 32)),
         "vace ulysses 2": ("vace", ParallelLayout(ulysses_degree=2), (16, 32)),
         "vace ring 2": ("vace", ParallelLayout(ring_degree=2), (16, 32)),
     },
     4: {
         "t2v ulysses 2 x ring 2": ("t2v", ParallelLayout(ulysses_degree=2, ring_degree=2), (32, 32)),
-        "t2v cfg-parallel x ulysses 2 + fsdp": (
-            "t2v",
-            ParallelLayout(ulysses_degree=2, cfg_parallel=True, fsdp=True),
-            (32, 32),
-        ),
         "i2v cfg-parallel x ring 2": ("i2v", ParallelLayout(ring_degree=2, cfg_parallel=True), (32, 32)),
         "v2v ring 4": ("v2v", ParallelLayout(ring_degree=4), (32, 32)),
-        "vace ulysses 2 x ring 2": ("vace", ParallelLayout(ulysses_degree=2, ring_degree=2), (32, 32)),
         "vace cfg-parallel x ulysses 2 + fsdp": (
             "vace",
             ParallelLayout(ulysses_degree=2, cfg_parallel=True, fsdp=True),

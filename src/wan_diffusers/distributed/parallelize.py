@@ -65,11 +65,14 @@ def parallelize_pipeline(pipe, layout: ParallelLayout) -> None:
     >>> import torch
     >>> from wan_diffusers import WanPipeline
     >>> from wan_diffusers.distributed import ParallelLayout, init_distributed, is_main_process, parallelize_pipeline
+    >>> from wan_diffusers.utils.video_io import export_to_mp4
 
     >>> device = init_distributed()
     >>> pipe = WanPipeline.from_pretrained("Wan-AI/Wan2.1-T2V-14B-Diffusers", torch_dtype=torch.bfloat16).to(device)
     >>> parallelize_pipeline(pipe, ParallelLayout(ulysses_degree=2, cfg_parallel=True))
     >>> video = pipe("A cat walks on the grass", generator=torch.Generator().manual_seed(0)).frames[0]
+    >>> if is_main_process():
+    ...     export_to_mp4(video, "cat.mp4")
     ```
     """
     layout.check_world_size(_world_size())
