@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv/ and installs wan-diffusers with its test extra.
+# Creates .venv/ and installs wan-diffusers with its dev extra (the test extra and ruff).
 #
 # torch is installed first and on its own: a later `pip install` that finds a satisfying torch keeps it, while one
 # that finds none would pull the newest build from PyPI (several GB of CUDA wheels on Linux). Set TORCH_SPEC to pick
@@ -16,5 +16,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install --quiet $torch_spec
-.venv/bin/python -m pip install --quiet -c .ci/constraints.txt -e ".[test]"
+.venv/bin/python -m pip install --quiet -c .ci/constraints.txt -e ".[dev]"
 .venv/bin/python -c "import torch, diffusers, transformers, wan_diffusers; print('wan-diffusers', wan_diffusers.__version__, '| torch', torch.__version__, '| diffusers', diffusers.__version__, '| transformers', transformers.__version__)"

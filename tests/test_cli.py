@@ -262,3 +262,22 @@ def test_bench_bad_arguments_exit_with_a_message(args, message, tmp_path, capsys
     args = [arg.format(missing=tmp_path / "missing") for arg in args]
     assert main(["bench", "--model", str(folder)] + args) == 1
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_the_cli_loads_without_unix_only_modules(monkeypatch):
+    """Windows has no `resource` (nor `fcntl`): the command and all its subcommands' parsers must load without them."""
+    import importlib
+
+    import wan_diffusers
+
+    for name in ("resource", "fcntl"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import resource` now raises ImportError
+    for name in [name for name in sys.modules if name.startswith("wan_diffusers.") and "models" not in name]:
+        monkeypatch.delitem(sys.modules, name)
+        monkeypatch.setattr(wan_diffusers, name.split(".")[1], None, raising=False)
+    cli = importlib.import_module("wan_diffusers.cli")
+    parser = cli.build_parser()
+    assert parser.parse_args(["bench", "--model", "x"]).command == "bench"
+    from wan_diffusers.bench import _peak_rss_gb
+
+    assert _peak_rss_gb() is None

@@ -15,7 +15,6 @@ The weights' values do not change the speed, so `--random-weights` measures a mo
 
 import argparse
 import json
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -213,9 +212,18 @@ def measure(args: argparse.Namespace) -> dict:
     result["fraction_of_floor"] = result["floor_s_per_step"] / step_seconds if peak else None
     if device.type == "cuda":
         result["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-    else:  # the whole process's peak, loading included (Linux reports KiB)
-        result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    else:
+        result["peak_rss_gb"] = _peak_rss_gb()
     return result
+
+
+def _peak_rss_gb() -> float | None:
+    """The whole process's peak resident memory, loading included; None on Windows, which has no `resource`."""
+    try:
+        import resource  # Unix only: imported here so that the CLI loads on Windows
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 def _random_inputs(config: dict, latent: tuple, device, dtype) -> dict:
@@ -275,6 +283,6 @@ def summary(result: dict) -> str:
         lines.append("floor: unknown for this device (give --peak-tflops to compute it)")
     if "peak_memory_gb" in result:
         lines.append(f"peak GPU memory {result['peak_memory_gb']:.2f} GiB")
-    else:
+    elif result["peak_rss_gb"] is not None:
         lines.append(f"peak RSS of the process {result['peak_rss_gb']:.2f} GiB (loading included)")
     return "\n".join(lines)
