@@ -109,3 +109,10 @@ def parity_pipeline(task: str):
         pipe = WanImageToVideoPipeline(**components, image_encoder=parity_image_encoder())
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_two_expert_pipeline(task: str = "t2v", boundary_ratio: float = 0.875):
+    """A Wan 2.2 A14B-style pipeline: two tiny experts (different weights) split at `boundary_ratio`. With the
+    default scheduler's 2 steps (timesteps 1000 and 833) the first step runs `transformer`, the second `transformer_2`.
+    """
+    return tiny_pipeline(task, transformer_2=tiny_transformer(task, seed=1), boundary_ratio=boundary_ratio)

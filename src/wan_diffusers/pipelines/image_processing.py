@@ -12,6 +12,9 @@
   ratio, and centre-cropped to it (`fit_to_size`). That is what the original's `WanFLF2V.generate` sets out to do;
   its code computes the scale but then only centre-crops, with the width and height swapped, so this case has no
   original output to match.
+- Wan 2.2 TI2V-5B (`WanTI2V.i2v`) sizes the video with `best_output_size` (multiples of 32), scales the image with
+  PIL LANCZOS to cover that size and centre-crops it (`cover_and_crop_lanczos`); diffusers resizes it to the given
+  size without keeping the aspect ratio (46 % off on the fixtures' latent).
 - The mask has 4 channels per latent frame: frame 0 is repeated 4 times in front of the pixel-frame mask, which is
   then folded into groups of 4 (`vae_scale_factor_temporal`).
 """
@@ -101,6 +104,47 @@ def fit_to_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     )
     top, left = (covering.shape[1] - height) // 2, (covering.shape[2] - width) // 2
     return covering[:, top : top + height, left : left + width]
+
+
+def best_output_size(image_height: int, image_width: int, max_area: int, multiple: int) -> tuple[int, int]:
+    """Wan 2.2 TI2V's video size (height, width) for an image: multiples of `multiple` (32 = VAE stride 16 x patch
+    2) within `max_area` pixels, as the original's `best_output_size` (`wan/utils/utils.py`) computes it.
+
+    It rounds the ideal float size down width-first and height-first, and keeps the one whose aspect ratio is closer
+    to the image's (the height-first one on a tie).
+    """
+    ratio = image_width / image_height
+    ideal_width = (max_area * ratio) ** 0.5
+    ideal_height = max_area / ideal_width
+    candidates = []
+    width = int(ideal_width // multiple * multiple)
+    if width > 0:
+        candidates.append((int(max_area / width // multiple * multiple), width))
+    height = int(ideal_height // multiple * multiple)
+    if height > 0:
+        candidates.append((height, int(max_area / height // multiple * multiple)))
+    candidates = [(h, w) for h, w in candidates if h > 0 and w > 0]
+    if not candidates:
+        raise ValueError(
+            f"`max_area` {max_area} is too small for a {image_height}x{image_width} image: the video size must be "
+            f"multiples of {multiple}; use at least {multiple * multiple * max(ratio, 1 / ratio):.0f}"
+        )
+    return min(reversed(candidates), key=lambda size: max(ratio / (size[1] / size[0]), size[1] / size[0] / ratio))
+
+
+def cover_and_crop_lanczos(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[3, H, W] in [-1, 1] -> [3, height, width] in [-1, 1], as Wan 2.2's `WanTI2V.i2v` prepares its image: a PIL
+    LANCZOS resize by `max(width / W, height / H)` (sizes rounded) so that it covers the target, then a centre crop.
+
+    The image goes through 8-bit RGB for PIL (exact for images given as uint8 or PIL, rounded for float images).
+    """
+    pixels = image.mul(0.5).add(0.5).mul(255).round().clamp(0, 255).to(torch.uint8)
+    picture = PIL.Image.fromarray(pixels.permute(1, 2, 0).numpy())
+    scale = max(width / picture.width, height / picture.height)
+    picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), PIL.Image.LANCZOS)
+    left, top = (picture.width - width) // 2, (picture.height - height) // 2
+    picture = picture.crop((left, top, left + width, top + height))
+    return image_to_tensor(picture)
 
 
 def clip_pixel_values(images: list[torch.Tensor], image_size: int) -> torch.Tensor:

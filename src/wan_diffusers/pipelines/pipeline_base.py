@@ -25,6 +25,7 @@ from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 from diffusers.video_processor import VideoProcessor
 
+from .experts import check_expert_inputs, high_noise_steps, put_image_frame, token_timestep_scale
 from .pipeline_output import WanPipelineOutput
 from .sampling import original_scheduler, scheduler_shift
 from .text import DEFAULT_NEGATIVE_PROMPTS, clean_prompt
@@ -63,6 +64,12 @@ CALL_ARGUMENTS = {
     "guidance_scale": (
         "`float`",
         "Classifier-free guidance scale; guidance (a second DiT call per step) is on when it is above 1.",
+    ),
+    "guidance_scale_2": (
+        "`float`",
+        "Two-expert pipelines (Wan 2.2 A14B): the guidance of the low-noise expert `transformer_2`, while "
+        "`guidance_scale` is the high-noise expert's (`transformer`); `None` uses `guidance_scale`. The original's "
+        "defaults, as (guidance_scale, guidance_scale_2): T2V-A14B (4.0, 3.0), I2V-A14B (3.5, 3.5).",
     ),
     "num_videos_per_prompt": ("`int`", "Videos generated for each prompt."),
     "generator": (
@@ -288,8 +295,20 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
         return self._guidance_scale
 
     @property
+    def guidance_scale_2(self) -> float | None:
+        """The low-noise expert's guidance in a two-expert pipeline (Wan 2.2 A14B); `None` elsewhere."""
+        return getattr(self, "_guidance_scale_2", None)
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1.0
+        # With two experts, guidance runs when either expert's scale asks for it (diffusers reads only the first).
+        return self._guidance_scale > 1.0 or (self.guidance_scale_2 or 0.0) > 1.0
+
+    @property
+    def _dit(self):
+        """`transformer`, or `transformer_2` in a two-expert pipeline that holds only that one (for its config)."""
+        transformer = getattr(self, "transformer", None)
+        return transformer if transformer is not None else getattr(self, "transformer_2", None)
 
     @property
     def num_timesteps(self) -> int:
@@ -471,7 +490,7 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
         return batch_size
 
     def _check_embeds(self, name: str, embeds) -> int:
-        text_dim = self.transformer.config.text_dim if getattr(self, "transformer", None) is not None else None
+        text_dim = self._dit.config.text_dim if self._dit is not None else None
         if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3:
             got = list(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
             raise ValueError(f"`{name}` must be a tensor [batch, sequence, {text_dim or 'text_dim'}], got {got}")
@@ -489,7 +508,7 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
 
     def check_video_inputs(self, height, width, num_frames) -> None:
         """Check the video size: height and width divisible by 16, num_frames of the form 4n + 1."""
-        multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+        multiple = self.vae_scale_factor_spatial * self._dit.config.patch_size[1]
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value < multiple or value % multiple:
                 raise ValueError(
@@ -545,8 +564,23 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
     # ------------------------------------------------------------------------------------------------------------
     # The steps of a call
 
-    def _start_call(self, guidance_scale: float, attention_kwargs: dict | None) -> None:
+    def check_expert_inputs(self, guidance_scale_2: float | None) -> None:
+        """Check the two-expert setup (Wan 2.2 A14B: `transformer_2`, `boundary_ratio`) and `guidance_scale_2`."""
+        check_expert_inputs(
+            getattr(self.config, "boundary_ratio", None),
+            getattr(self, "transformer", None),
+            getattr(self, "transformer_2", None),
+            guidance_scale_2,
+        )
+
+    def _start_call(
+        self, guidance_scale: float, attention_kwargs: dict | None, guidance_scale_2: float | None = None
+    ) -> None:
         self._guidance_scale = guidance_scale
+        # diffusers: in a two-expert pipeline the low-noise expert takes `guidance_scale` unless told otherwise
+        if guidance_scale_2 is None and getattr(self.config, "boundary_ratio", None) is not None:
+            guidance_scale_2 = guidance_scale
+        self._guidance_scale_2 = guidance_scale_2
         self._attention_kwargs = attention_kwargs
         self._current_timestep = None
         self._interrupt = False
@@ -582,6 +616,7 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         begin_index: int = 0,
+        image_latent: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The sampling loop: one conditional and (with guidance) one unconditional DiT call per step, then a step.
 
@@ -590,33 +625,52 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
         `uncond + g * (cond - uncond)` as in the original. By default the two calls run as separate batches, each
         under its own `cache_context`, so diffusers' cache hooks see "cond" and "uncond"; after
         `enable_batched_guidance()` they run as one batch of twice the size under the context "cond_uncond".
+
+        Wan 2.2 (see `wan_diffusers.pipelines.experts`): with `transformer_2` and `boundary_ratio` each step runs the
+        expert its timestep belongs to, with that expert's guidance; with `expand_timesteps` (TI2V-5B) the DiT gets
+        one timestep per token, and `image_latent` [B or 1, C, 1, h, w] (image-to-video) is latent frame 0: its
+        tokens get timestep 0 and it is put back into the latents before the loop and after every step.
         """
-        transformer_dtype = self.transformer.dtype
         transformer_kwargs = dict(transformer_kwargs or {})
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or []
         embeds = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
-        for name, value in embeds.items():
-            if value is not None:
-                embeds[name] = value.to(transformer_dtype)
 
         self._num_timesteps = len(timesteps)
         self.scheduler.set_begin_index(begin_index)
         # read once: indexing a device tensor with float() in the loop would wait for the accelerator every step
         sigmas = self.scheduler.sigmas[begin_index:].tolist()
+        experts = self._experts_per_step(timesteps)
+        for name, value in embeds.items():
+            if value is not None and experts:
+                embeds[name] = value.to(experts[0][0].dtype)
+        token_scale = None
+        if getattr(self.config, "expand_timesteps", False):
+            token_scale = token_timestep_scale(
+                latents.shape, self._dit.config.patch_size, image_latent is not None, latents.device
+            )
+        if image_latent is not None:
+            latents = put_image_frame(latents, image_latent)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
                 self._current_timestep = t
+                transformer, guidance_scale = experts[i]
                 model_input = latents if condition is None else torch.cat([latents, condition], dim=1)
-                model_input = model_input.to(transformer_dtype)
-                call = dict(hidden_states=model_input, timestep=t.expand(latents.shape[0]), **transformer_kwargs)
+                model_input = model_input.to(transformer.dtype)
+                if token_scale is None:
+                    timestep = t.expand(latents.shape[0])
+                else:
+                    timestep = (token_scale * t).expand(latents.shape[0], -1)  # (B, tokens)
+                call = dict(hidden_states=model_input, timestep=timestep, **transformer_kwargs)
                 cache_kwargs = {"step_index": i, "sigma": sigmas[i], "num_inference_steps": len(timesteps)}
-                noise_pred = self._guided_prediction(call, embeds, cache_kwargs)
+                noise_pred = self._guided_prediction(transformer, guidance_scale, call, embeds, cache_kwargs)
 
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                if image_latent is not None:
+                    latents = put_image_frame(latents, image_latent)
 
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, **embeds}
@@ -629,26 +683,51 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
         self._current_timestep = None
         return latents
 
-    def _guided_prediction(self, call: dict, embeds: dict, cache_kwargs: dict) -> torch.Tensor:
+    def _experts_per_step(self, timesteps: torch.Tensor) -> list[tuple[torch.nn.Module, float]]:
+        """(DiT, guidance scale) of every step: `transformer` throughout, or in a two-expert pipeline the expert of
+        each step's timestep (`experts.high_noise_steps`). Raises before the loop if a step needs a missing expert."""
+        boundary_ratio = getattr(self.config, "boundary_ratio", None)
+        if boundary_ratio is None:
+            return [(self.transformer, self._guidance_scale)] * len(timesteps)
+        values = timesteps.tolist()
+        high_noise = high_noise_steps(values, boundary_ratio, self.scheduler.config.num_train_timesteps)
+        experts = []
+        for step, (value, is_high) in enumerate(zip(values, high_noise)):
+            name = "transformer" if is_high else "transformer_2"
+            if getattr(self, name, None) is None:
+                raise ValueError(
+                    f"Step {step} (timestep {value:g}) belongs to `{name}` by `boundary_ratio` {boundary_ratio}, but "
+                    f"the pipeline has no `{name}`"
+                )
+            experts.append((getattr(self, name), self._guidance_scale if is_high else self._guidance_scale_2))
+        return experts
+
+    def _guided_prediction(
+        self, transformer, guidance_scale: float, call: dict, embeds: dict, cache_kwargs: dict
+    ) -> torch.Tensor:
         """The flow prediction of one step (float32): conditional, or guided `uncond + g * (cond - uncond)`."""
         prompt_embeds, negative_prompt_embeds = embeds["prompt_embeds"], embeds["negative_prompt_embeds"]
         if not self.do_classifier_free_guidance:
-            return self._predict("cond", prompt_embeds, cache_kwargs, call)
+            return self._predict(transformer, "cond", prompt_embeds, cache_kwargs, call)
         if getattr(self, "_batched_guidance", False):
             both = self._predict(
-                "cond_uncond", _stack_text(prompt_embeds, negative_prompt_embeds), cache_kwargs, _doubled(call)
+                transformer,
+                "cond_uncond",
+                _stack_text(prompt_embeds, negative_prompt_embeds),
+                cache_kwargs,
+                _doubled(call),
             )
             noise_cond, noise_uncond = both.chunk(2)
         else:
-            noise_cond = self._predict("cond", prompt_embeds, cache_kwargs, call)
-            noise_uncond = self._predict("uncond", negative_prompt_embeds, cache_kwargs, call)
-        return noise_uncond + self._guidance_scale * (noise_cond - noise_uncond)
+            noise_cond = self._predict(transformer, "cond", prompt_embeds, cache_kwargs, call)
+            noise_uncond = self._predict(transformer, "uncond", negative_prompt_embeds, cache_kwargs, call)
+        return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
-    def _predict(self, name: str, encoder_hidden_states, cache_kwargs: dict, call: dict) -> torch.Tensor:
+    def _predict(self, transformer, name: str, encoder_hidden_states, cache_kwargs: dict, call: dict) -> torch.Tensor:
         """One DiT call under the cache context `name` ("cond" / "uncond"); the flow prediction in float32."""
-        with self.transformer.cache_context(name, **cache_kwargs):
-            output = self.transformer(
-                encoder_hidden_states=encoder_hidden_states,
+        with transformer.cache_context(name, **cache_kwargs):
+            output = transformer(
+                encoder_hidden_states=encoder_hidden_states.to(transformer.dtype),
                 attention_kwargs=self._attention_kwargs,
                 return_dict=False,
                 **call,

@@ -40,7 +40,12 @@ EXAMPLE_DOC_STRING = """
 
 class WanPipeline(WanPipelineBase):
     r"""
-    Text-to-video generation with Wan 2.1 (T2V-1.3B, T2V-14B).
+    Text-to-video generation with Wan 2.1 (T2V-1.3B, T2V-14B) and Wan 2.2 (T2V-A14B, TI2V-5B).
+
+    Wan 2.2 T2V-A14B is two experts: `transformer` (high noise) runs the steps whose timestep is at least
+    `boundary_ratio * 1000`, `transformer_2` (low noise) the rest, each with its own guidance (`guidance_scale`,
+    `guidance_scale_2`). TI2V-5B (`expand_timesteps=True`) gives the DiT one timestep per token. See
+    `wan_diffusers.pipelines.experts`.
 
     Differences from diffusers' `WanPipeline`, all towards the original Wan2.1 code: `negative_prompt=None` uses the
     original's default negative prompt; prompts are always cleaned with ftfy; `encode_prompt` defaults to 512 tokens;
@@ -58,12 +63,21 @@ class WanPipeline(WanPipelineBase):
             A flow-matching scheduler: `FlowMatchEulerDiscreteScheduler`, diffusers' UniPC / DPM-Solver++ with
             `use_flow_sigmas=True`, or the original's (see `use_original_sampling`).
         transformer ([`WanTransformer3DModel`]):
-            The diffusion transformer.
+            The diffusion transformer; in a two-expert pipeline the high-noise expert.
+        transformer_2 ([`WanTransformer3DModel`], *optional*):
+            Wan 2.2 A14B: the low-noise expert, for the steps below the boundary.
+        boundary_ratio (`float`, *optional*):
+            Wan 2.2 A14B: the boundary timestep as a fraction of the training timesteps (0.875 for T2V-A14B); stored in
+            the pipeline's config. `None`: `transformer` runs every step.
+        expand_timesteps (`bool`, defaults to `False`):
+            Wan 2.2 TI2V-5B: one timestep per token; stored in the pipeline's config.
     """
 
     task = "t2v"
-    model_cpu_offload_seq = "text_encoder->transformer->vae"
-    _optional_components = []
+    # Under model offload the active expert alone sits on the accelerator: calling `transformer_2` offloads
+    # `transformer`, the step before it in this sequence.
+    model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
+    _optional_components = ["transformer", "transformer_2"]
 
     def __init__(
         self,
@@ -71,12 +85,21 @@ class WanPipeline(WanPipelineBase):
         text_encoder: UMT5EncoderModel,
         vae: AutoencoderKLWan,
         scheduler: FlowMatchEulerDiscreteScheduler,
-        transformer: WanTransformer3DModel,
+        transformer: WanTransformer3DModel | None = None,
+        transformer_2: WanTransformer3DModel | None = None,
+        boundary_ratio: float | None = None,
+        expand_timesteps: bool = False,
     ):
         super().__init__()
         self.register_modules(
-            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            vae=vae,
+            scheduler=scheduler,
+            transformer=transformer,
+            transformer_2=transformer_2,
         )
+        self.register_to_config(boundary_ratio=boundary_ratio, expand_timesteps=expand_timesteps)
         self._init_video_processor()
 
     @torch.no_grad()
@@ -98,6 +121,7 @@ class WanPipeline(WanPipelineBase):
         num_frames: int = 81,
         num_inference_steps: int = 50,
         guidance_scale: float = 5.0,
+        guidance_scale_2: float | None = None,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -133,15 +157,16 @@ class WanPipeline(WanPipelineBase):
             max_sequence_length,
             callback_on_step_end_tensor_inputs,
         )
+        self.check_expert_inputs(guidance_scale_2)
         self.check_video_inputs(height, width, num_frames)
         self.check_sampling_inputs(
             num_inference_steps, sigmas, guidance_scale, num_videos_per_prompt, batch_size, generator, output_type
         )
         shape = self.latent_shape(
-            batch_size * num_videos_per_prompt, self.transformer.config.in_channels, height, width, num_frames
+            batch_size * num_videos_per_prompt, self._dit.config.in_channels, height, width, num_frames
         )
         self.check_latents(latents, shape)
-        self._start_call(guidance_scale, attention_kwargs)
+        self._start_call(guidance_scale, attention_kwargs, guidance_scale_2)
         device = self._execution_device
 
         # 2. encode the prompts

@@ -14,8 +14,10 @@ from transformers.image_processing_utils import BaseImageProcessor
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
 from ..models.transformer_wan import WanTransformer3DModel
 from .image_processing import (
+    best_output_size,
     clip_pixel_values,
     condition_mask,
+    cover_and_crop_lanczos,
     fit_to_size,
     image_to_tensor,
     resize_bicubic,
@@ -58,7 +60,14 @@ EXAMPLE_DOC_STRING = """
 
 class WanImageToVideoPipeline(WanPipelineBase):
     r"""
-    Image-to-video (Wan2.1-I2V-14B-480P / -720P) and first-last-frame-to-video (Wan2.1-FLF2V-14B-720P) generation.
+    Image-to-video (Wan2.1-I2V-14B-480P / -720P, Wan2.2-I2V-A14B, Wan2.2-TI2V-5B) and first-last-frame-to-video
+    (Wan2.1-FLF2V-14B-720P) generation.
+
+    Wan2.2-I2V-A14B has no CLIP branch and two experts (`transformer_2`, `boundary_ratio`, `guidance_scale_2`, as in
+    `WanPipeline`). Wan2.2-TI2V-5B (`expand_timesteps=True`) conditions on the image as `WanTI2V.i2v` does: the
+    size from `max_area` by the original's `best_output_size` (multiples of 32), a LANCZOS resize that covers it and a
+    centre crop, the image encoded as one latent frame that replaces latent frame 0 before the loop and after every
+    step (diffusers blends it into the DiT input and the final latents only), timestep 0 on its tokens.
 
     The conditioning follows the original code, not diffusers' `WanImageToVideoPipeline`: without `height` and
     `width` the size comes from `max_area` and the image's aspect ratio by the original rule; the condition frames
@@ -76,17 +85,26 @@ class WanImageToVideoPipeline(WanPipelineBase):
         scheduler ([`~diffusers.SchedulerMixin`]):
             A flow-matching scheduler (see `WanPipeline`).
         transformer ([`WanTransformer3DModel`]):
-            An I2V or FLF2V diffusion transformer (36 input channels, CLIP image tokens).
+            An I2V or FLF2V diffusion transformer (36 input channels; CLIP image tokens in Wan 2.1), the high-noise
+            expert of Wan2.2-I2V-A14B, or TI2V-5B's (48 input channels).
         image_encoder ([`~transformers.CLIPVisionModelWithProjection`], *optional*):
             The CLIP vision tower; its penultimate hidden state is what the DiT attends to. Not needed when every
             call passes `image_embeds`.
         image_processor ([`~transformers.CLIPImageProcessor`], *optional*):
             Kept for Hub-format compatibility and not used: the image is prepared as the original does (see
             `wan_diffusers.pipelines.image_processing`), at the encoder's `config.image_size`.
+        transformer_2 ([`WanTransformer3DModel`], *optional*):
+            Wan2.2-I2V-A14B: the low-noise expert, for the steps below the boundary.
+        boundary_ratio (`float`, *optional*):
+            Wan2.2-I2V-A14B: the boundary timestep as a fraction of the training timesteps (0.9); stored in the
+            pipeline's config.
+        expand_timesteps (`bool`, defaults to `False`):
+            Wan2.2-TI2V-5B: one timestep per token and the image as latent frame 0; stored in the pipeline's config.
     """
 
-    model_cpu_offload_seq = "text_encoder->image_encoder->transformer->vae"
-    _optional_components = ["image_encoder", "image_processor"]
+    # Under model offload the active expert alone sits on the accelerator (see `WanPipeline`).
+    model_cpu_offload_seq = "text_encoder->image_encoder->transformer->transformer_2->vae"
+    _optional_components = ["transformer", "transformer_2", "image_encoder", "image_processor"]
 
     def __init__(
         self,
@@ -94,9 +112,12 @@ class WanImageToVideoPipeline(WanPipelineBase):
         text_encoder: UMT5EncoderModel,
         vae: AutoencoderKLWan,
         scheduler: FlowMatchEulerDiscreteScheduler,
-        transformer: WanTransformer3DModel,
+        transformer: WanTransformer3DModel | None = None,
         image_encoder: CLIPVisionModelWithProjection = None,
         image_processor: BaseImageProcessor = None,
+        transformer_2: WanTransformer3DModel | None = None,
+        boundary_ratio: float | None = None,
+        expand_timesteps: bool = False,
     ):
         super().__init__()
         self.register_modules(
@@ -107,13 +128,15 @@ class WanImageToVideoPipeline(WanPipelineBase):
             transformer=transformer,
             image_encoder=image_encoder,
             image_processor=image_processor,
+            transformer_2=transformer_2,
         )
+        self.register_to_config(boundary_ratio=boundary_ratio, expand_timesteps=expand_timesteps)
         self._init_video_processor()
 
     @property
     def task(self) -> str:
         """`"flf2v"` for a model with the first-last-frame position table, else `"i2v"` (picks the negative prompt)."""
-        is_flf2v = self.transformer is not None and self.transformer.config.pos_embed_seq_len is not None
+        is_flf2v = self._dit is not None and self._dit.config.pos_embed_seq_len is not None
         return "flf2v" if is_flf2v else "i2v"
 
     def encode_image(self, images: list[torch.Tensor], device: torch.device | None = None) -> torch.Tensor:
@@ -149,7 +172,12 @@ class WanImageToVideoPipeline(WanPipelineBase):
         if is_flf2v and isinstance(num_frames, int) and num_frames < 5:
             raise ValueError(f"`num_frames` must be at least 5 with `last_image`, got {num_frames}")
 
-        image_dim = self.transformer.config.image_dim
+        image_dim = self._dit.config.image_dim
+        if image_embeds is not None and image_dim is None:
+            raise ValueError(
+                "`image_embeds` were given, but this transformer takes no CLIP image tokens (Wan 2.2 has no CLIP "
+                "branch): leave `image_embeds` out"
+            )
         if image_embeds is not None:
             expected = f"[{len(images)}, tokens, {image_dim}]"
             if not isinstance(image_embeds, torch.Tensor) or image_embeds.ndim != 3:
@@ -167,8 +195,13 @@ class WanImageToVideoPipeline(WanPipelineBase):
         if height is None:
             if not isinstance(max_area, (int, float)) or max_area < 1:
                 raise ValueError(f"`max_area` must be a positive number of pixels, got {max_area!r}")
-            patch = self.transformer.config.patch_size[1]
-            height, width = size_from_max_area(*images[0].shape[1:], max_area, self.vae_scale_factor_spatial, patch)
+            patch = self._dit.config.patch_size[1]
+            if self.config.expand_timesteps:
+                height, width = best_output_size(*images[0].shape[1:], max_area, self.vae_scale_factor_spatial * patch)
+            else:
+                height, width = size_from_max_area(
+                    *images[0].shape[1:], max_area, self.vae_scale_factor_spatial, patch
+                )
         return images, height, width
 
     def prepare_condition(self, images: list[torch.Tensor], height: int, width: int, num_frames: int) -> torch.Tensor:
@@ -184,6 +217,12 @@ class WanImageToVideoPipeline(WanPipelineBase):
             num_frames, latent.shape[3], latent.shape[4], len(frames) == 2, self.vae_scale_factor_temporal
         )
         return torch.cat([mask[None].to(latent), latent], dim=1)
+
+    def prepare_image_latent(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Wan 2.2 TI2V: the normalised latent [1, z_dim, 1, height / 16, width / 16] of the image, scaled with LANCZOS
+        to cover the video size, centre-cropped and encoded as a one-frame video (`WanTI2V.i2v`)."""
+        frame = cover_and_crop_lanczos(image, height, width)
+        return self.encode_video(frame[None, :, None])
 
     @torch.no_grad()
     @document_call(
@@ -231,6 +270,7 @@ class WanImageToVideoPipeline(WanPipelineBase):
         num_frames: int = 81,
         num_inference_steps: int = 50,
         guidance_scale: float = 5.0,
+        guidance_scale_2: float | None = None,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -269,6 +309,7 @@ class WanImageToVideoPipeline(WanPipelineBase):
             max_sequence_length,
             callback_on_step_end_tensor_inputs,
         )
+        self.check_expert_inputs(guidance_scale_2)
         images, height, width = self.check_image_inputs(
             image, last_image, image_embeds, height, width, max_area, num_frames
         )
@@ -279,7 +320,7 @@ class WanImageToVideoPipeline(WanPipelineBase):
         num_videos = batch_size * num_videos_per_prompt
         shape = self.latent_shape(num_videos, self.vae.config.z_dim, height, width, num_frames)
         self.check_latents(latents, shape)
-        self._start_call(guidance_scale, attention_kwargs)
+        self._start_call(guidance_scale, attention_kwargs, guidance_scale_2)
         device = self._execution_device
 
         # 2. encode the prompts and the image(s)
@@ -294,18 +335,23 @@ class WanImageToVideoPipeline(WanPipelineBase):
             device,
         )
         transformer_kwargs = {}
-        if self.transformer.config.image_dim is not None:
+        if self._dit.config.image_dim is not None:
             if image_embeds is None:
                 image_embeds = self.encode_image(images, device)
             # one set of image tokens per video; FLF2V keeps each video's first and last frame adjacent
-            image_embeds = image_embeds.to(device=device, dtype=self.transformer.dtype).repeat(num_videos, 1, 1)
+            image_embeds = image_embeds.to(device=device, dtype=self._dit.dtype).repeat(num_videos, 1, 1)
             transformer_kwargs["encoder_hidden_states_image"] = image_embeds
 
-        # 3. timesteps, start noise and the condition (mask + latent of the known frames)
+        # 3. timesteps, start noise and the condition: mask + latent of the known frames, or (TI2V) the image's
+        # latent as frame 0
         timesteps = self.set_timesteps(num_inference_steps, sigmas, device)
         latents = self.prepare_latents(shape, device, generator, latents)
-        condition = self.prepare_condition(images, height, width, num_frames).to(device)
-        condition = condition.expand(num_videos, -1, -1, -1, -1)
+        condition = image_latent = None
+        if self.config.expand_timesteps:
+            image_latent = self.prepare_image_latent(images[0], height, width).to(device)
+        else:
+            condition = self.prepare_condition(images, height, width, num_frames).to(device)
+            condition = condition.expand(num_videos, -1, -1, -1, -1)
 
         # 4. denoising loop
         latents = self.denoise(
@@ -315,6 +361,7 @@ class WanImageToVideoPipeline(WanPipelineBase):
             negative_prompt_embeds,
             condition=condition,
             transformer_kwargs=transformer_kwargs,
+            image_latent=image_latent,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )

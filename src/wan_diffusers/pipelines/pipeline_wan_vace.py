@@ -77,12 +77,18 @@ class WanVACEPipeline(WanPipelineBase):
         scheduler ([`~diffusers.SchedulerMixin`]):
             A flow-matching scheduler (see `WanPipeline`).
         transformer ([`WanVACETransformer3DModel`]):
-            The VACE diffusion transformer.
+            The VACE diffusion transformer; in a two-expert pipeline the high-noise expert.
+        transformer_2 ([`WanVACETransformer3DModel`], *optional*):
+            The low-noise expert of a two-expert VACE model (the Wan 2.2 VACE-Fun layout), as in `WanPipeline`.
+        boundary_ratio (`float`, *optional*):
+            The boundary timestep of the two experts as a fraction of the training timesteps; stored in the
+            pipeline's config.
     """
 
     task = "vace"
-    model_cpu_offload_seq = "text_encoder->transformer->vae"
-    _optional_components = []
+    # Under model offload the active expert alone sits on the accelerator (see `WanPipeline`).
+    model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
+    _optional_components = ["transformer", "transformer_2"]
 
     def __init__(
         self,
@@ -90,12 +96,20 @@ class WanVACEPipeline(WanPipelineBase):
         text_encoder: UMT5EncoderModel,
         vae: AutoencoderKLWan,
         scheduler: FlowMatchEulerDiscreteScheduler,
-        transformer: WanVACETransformer3DModel,
+        transformer: WanVACETransformer3DModel | None = None,
+        transformer_2: WanVACETransformer3DModel | None = None,
+        boundary_ratio: float | None = None,
     ):
         super().__init__()
         self.register_modules(
-            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            vae=vae,
+            scheduler=scheduler,
+            transformer=transformer,
+            transformer_2=transformer_2,
         )
+        self.register_to_config(boundary_ratio=boundary_ratio)
         self._init_video_processor()
 
     def check_vace_inputs(self, video, mask, reference_images, height, width, num_frames):
@@ -118,7 +132,7 @@ class WanVACEPipeline(WanPipelineBase):
             if source is None:
                 height, width = 480, 832
             else:  # the source's own size, rounded down to what the VAE and the patch size accept
-                multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+                multiple = self.vae_scale_factor_spatial * self._dit.config.patch_size[1]
                 height, width = source.shape[2] // multiple * multiple, source.shape[3] // multiple * multiple
         if num_frames is None:
             num_frames = 81 if source is None else source.shape[1]
@@ -142,7 +156,7 @@ class WanVACEPipeline(WanPipelineBase):
 
     def check_conditioning_scale(self, conditioning_scale) -> torch.Tensor:
         """`conditioning_scale` as a float32 tensor with one value per hint layer (`transformer.config.vace_layers`)."""
-        num_hints = len(self.transformer.config.vace_layers)
+        num_hints = len(self._dit.config.vace_layers)
         expected = f"a number or a list / 1-D tensor of {num_hints} numbers (one per VACE layer)"
         if isinstance(conditioning_scale, torch.Tensor):
             scale = conditioning_scale.detach().to("cpu", torch.float32)
@@ -161,9 +175,9 @@ class WanVACEPipeline(WanPipelineBase):
     def prepare_vace_context(self, frames, mask, references) -> torch.Tensor:
         """The DiT's control input [1, vace_in_channels, n_ref + T, h, w] (z0 from the VAE, m0 from the mask)."""
         expected_channels = 2 * self.vae.config.z_dim + self.vae_scale_factor_spatial**2
-        if expected_channels != self.transformer.config.vace_in_channels:
+        if expected_channels != self._dit.config.vace_in_channels:
             raise ValueError(
-                f"The transformer takes {self.transformer.config.vace_in_channels} control channels, but this VAE "
+                f"The transformer takes {self._dit.config.vace_in_channels} control channels, but this VAE "
                 f"gives {expected_channels} (2 x {self.vae.config.z_dim} latent + "
                 f"{self.vae_scale_factor_spatial}^2 mask channels)"
             )
@@ -240,6 +254,7 @@ class WanVACEPipeline(WanPipelineBase):
         num_frames: int | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 5.0,
+        guidance_scale_2: float | None = None,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -275,6 +290,7 @@ class WanVACEPipeline(WanPipelineBase):
             max_sequence_length,
             callback_on_step_end_tensor_inputs,
         )
+        self.check_expert_inputs(guidance_scale_2)
         frames, mask, references, height, width, num_frames = self.check_vace_inputs(
             video, mask, reference_images, height, width, num_frames
         )
@@ -284,10 +300,10 @@ class WanVACEPipeline(WanPipelineBase):
         )
         num_videos = batch_size * num_videos_per_prompt
         num_references = len(references)
-        shape = list(self.latent_shape(num_videos, self.transformer.config.in_channels, height, width, num_frames))
+        shape = list(self.latent_shape(num_videos, self._dit.config.in_channels, height, width, num_frames))
         shape[2] += num_references  # one latent frame per reference image, in front
         self.check_latents(latents, tuple(shape))
-        self._start_call(guidance_scale, attention_kwargs)
+        self._start_call(guidance_scale, attention_kwargs, guidance_scale_2)
         device = self._execution_device
 
         # 2. encode the prompts

@@ -1,0 +1,232 @@
+"""Wan 2.2 sampling: the A14B experts switching at the boundary, TI2V-5B text-to-video and image-to-video.
+
+Parity with the original Wan2.2 `generate()` runs recorded in tests/fixtures/wan22_parity (final latents max_rel <=
+2e-5: the original in float32 vs float64 moves them by 7.7e-7 - 4.9e-6, and every step compounds the DiT's 1e-7
+level differences). Timesteps and the expert of every step must be exact.
+"""
+
+import json
+
+import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+from wan_diffusers import WanPipeline, WanTransformer3DModel, WanVACEPipeline
+from wan_diffusers.pipelines.experts import high_noise_steps
+from wan_diffusers.pipelines.sampling import original_scheduler
+
+from factories.parity22 import component_references, manifest, parity_pipeline
+from factories.pipelines import call_kwargs, tiny_pipeline, tiny_two_expert_pipeline
+from factories.transformer import pad_text
+from factories.vace import tiny_vace_pipeline, tiny_vace_transformer
+from testing_utils import max_rel
+
+# (model, task of the fixture, run): every sampling run the original recorded
+A14B_RUNS = [
+    ("t2v-a14b", "t2v", "unipc_boundary_hit"),
+    ("t2v-a14b", "t2v", "dpmpp_boundary_hit"),
+    ("i2v-a14b", "i2v", "unipc_boundary_hit"),
+]
+
+
+def run_settings(model: str, task: str, run: str) -> dict:
+    return manifest(model)["sampling"][task]["runs"][run]
+
+
+def recorded_experts(pipe) -> list[str]:
+    """Hooks that note which expert each DiT call went to; returns the list they fill."""
+    calls = []
+    for name in ("transformer", "transformer_2"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.register_forward_pre_hook(lambda *_, name=name: calls.append(name))
+    return calls
+
+
+def text_kwargs(references: dict, task: str) -> dict:
+    return {
+        "prompt_embeds": pad_text([references[f"sampling.{task}.context"]]),
+        "negative_prompt_embeds": pad_text([references[f"sampling.{task}.context_null"]]),
+    }
+
+
+def a14b_call(model: str, task: str, run: str) -> tuple:
+    """The pipeline, the call that reproduces one recorded run, and the run's settings."""
+    settings = run_settings(model, task, run)
+    references = component_references(model)
+    pipe = parity_pipeline(model, settings["solver"], settings["shift"])
+    low, high = settings["guide_scale"]  # the original's order: (low noise, high noise)
+    kwargs = dict(
+        **text_kwargs(references, task),
+        latents=references[f"sampling.{task}.noise"],
+        num_frames=manifest(model)["sampling"][task]["frame_num"],
+        num_inference_steps=settings["sampling_steps"],
+        guidance_scale=high,
+        guidance_scale_2=low,
+        output_type="latent",
+    )
+    if model == "t2v-a14b":
+        kwargs["width"], kwargs["height"] = manifest(model)["sampling"][task]["size_wh"]
+    else:  # the raw image: size from `max_area` and the bicubic resize as the original prepares them
+        kwargs["image"] = references["sampling.i2v.image.0"].numpy()
+        kwargs["max_area"] = manifest(model)["sampling"][task]["max_area"]
+    return pipe, kwargs, settings
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("model, task, run", A14B_RUNS, ids=[f"{m}-{r}" for m, _, r in A14B_RUNS])
+def test_a14b_sampling_switches_experts_like_the_original(model, task, run):
+    """Each run puts one timestep exactly on the boundary (875 for T2V, 900 for I2V): the original gives it to the
+    high-noise expert (`t >= boundary`), and each expert applies its own guidance."""
+    pipe, kwargs, settings = a14b_call(model, task, run)
+    references = component_references(model)
+    prefix = f"sampling.{task}.{run}."
+    calls = recorded_experts(pipe)
+    latents = pipe(**kwargs).frames
+
+    assert pipe.scheduler.timesteps.tolist() == references[prefix + "timesteps"].tolist()
+    expected = ["transformer" if e == "high_noise_model" else "transformer_2" for e in settings["step_experts"]]
+    assert calls == [name for name in expected for _ in range(2)]  # cond and uncond per step
+    error = max_rel(latents, references[prefix + "final_latents"])
+    assert error <= 2e-5, f"{model} {run}: final latents max_rel {error:.2e}"
+
+
+@pytest.mark.parity
+def test_i2v_a14b_condition_matches_the_original():
+    """The size from `max_area` (16 x 48 for the 60 x 100 image) and the 20-channel condition `y`: mask + latent of
+    the bicubic-resized first frame, no CLIP (Wan 2.2 has none). 1e-5: the VAE encode's tolerance."""
+    pipe = parity_pipeline("i2v-a14b")
+    references = component_references("i2v-a14b")
+    images, height, width = pipe.check_image_inputs(
+        references["sampling.i2v.image.0"].numpy(), None, None, None, None, 1536, 5
+    )
+    assert [height, width] == manifest("i2v-a14b")["sampling"]["i2v"]["hw"]
+    condition = pipe.prepare_condition(images, height, width, 5)
+    assert max_rel(condition[0], references["sampling.i2v.y"]) <= 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where diffusers' Wan 2.2 differs from the original
+
+
+def test_the_boundary_timestep_itself_belongs_to_the_high_noise_expert():
+    """`t >= boundary_ratio * 1000`, as `WanT2V._prepare_model_for_timestep` compares (the parity runs above hit 875
+    and 900 exactly): 875 runs the high-noise expert at 0.875."""
+    assert high_noise_steps([1000, 876, 875, 874.9, 0], 0.875, 1000) == [True, True, True, False, False]
+    assert high_noise_steps([901, 900, 899], 0.9, 1000) == [True, True, False]
+
+
+def test_diffusers_dpmpp_schedule_moves_the_switch_one_step_earlier():
+    """diffusers' own flow DPM++ schedule turns the original's boundary timestep 875 into 874 (T2V-A14B fixture run:
+    shift 7, 4 steps), so its third step runs the low-noise expert; the original schedule keeps it high."""
+    original = original_scheduler("dpm++", 7.0)
+    original.set_timesteps(4)
+    theirs = DPMSolverMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=7.0, algorithm_type="dpmsolver++"
+    )
+    theirs.set_timesteps(4)
+    assert original.timesteps.tolist() == [1000, 954, 875, 700]
+    assert theirs.timesteps.tolist()[2] == 874
+    assert high_noise_steps(original.timesteps.tolist(), 0.875, 1000) == [True, True, True, False]
+    assert high_noise_steps(theirs.timesteps.tolist(), 0.875, 1000) == [True, True, False, False]
+
+
+def test_diffusers_converted_shift_halves_the_high_noise_steps_of_t2v_a14b():
+    """diffusers' conversion script writes a UniPC scheduler with flow shift 3.0 for the A14B models; the original
+    samples T2V-A14B with shift 12, which at 40 steps gives the high-noise expert 26 steps, not 13."""
+    original = original_scheduler("unipc", 12.0)
+    theirs = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    for scheduler in (original, theirs):
+        scheduler.set_timesteps(40)
+    assert sum(high_noise_steps(original.timesteps.tolist(), 0.875, 1000)) == 26
+    assert sum(high_noise_steps(theirs.timesteps.tolist(), 0.875, 1000)) == 13
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The two-expert pipeline's API (diffusers' names and meaning)
+
+
+def test_each_expert_runs_its_steps_with_its_own_guidance():
+    pipe = tiny_two_expert_pipeline()
+    calls = recorded_experts(pipe)
+    applied = []
+    original_guidance = pipe._guided_prediction
+
+    def spy(transformer, guidance_scale, *args):
+        applied.append(guidance_scale)
+        return original_guidance(transformer, guidance_scale, *args)
+
+    pipe._guided_prediction = spy
+    pipe(**call_kwargs(output_type="latent", guidance_scale=4.0, guidance_scale_2=3.0))
+    assert calls == ["transformer", "transformer", "transformer_2", "transformer_2"]
+    assert applied == [4.0, 3.0]
+    applied.clear()
+    pipe(**call_kwargs(output_type="latent", guidance_scale=4.0))  # `guidance_scale_2=None`: the same for both
+    assert applied == [4.0, 4.0]
+
+
+def test_without_transformer_2_the_pipeline_runs_as_before():
+    pipe = tiny_pipeline("t2v")
+    assert pipe.config.boundary_ratio is None and pipe.transformer_2 is None
+    with pytest.raises(ValueError, match="guidance_scale_2"):
+        pipe(**call_kwargs(guidance_scale_2=3.0))
+
+
+def test_invalid_expert_setups_are_rejected_before_any_model_runs():
+    with pytest.raises(ValueError, match="`boundary_ratio`.*no `transformer_2`"):
+        tiny_pipeline("t2v", boundary_ratio=0.875)(**call_kwargs())
+    with pytest.raises(ValueError, match="`boundary_ratio` must be a number in"):
+        tiny_two_expert_pipeline(boundary_ratio=1.5)(**call_kwargs())
+    # every step below the boundary runs `transformer_2` alone, so `transformer` may be left out (diffusers' test)
+    only_low = tiny_two_expert_pipeline(boundary_ratio=1.0)
+    only_low.transformer = None
+    only_low.register_modules(transformer=None)
+    with pytest.raises(ValueError, match=r"Step 0 \(timestep 1000\) belongs to `transformer`"):
+        only_low(**call_kwargs())  # the flow-matching Euler schedule starts at exactly 1000
+    only_low.scheduler = original_scheduler("unipc", 5.0)  # starts at 999
+    assert only_low(**call_kwargs(output_type="latent")).frames.shape == (1, 16, 3, 2, 4)
+
+
+def test_model_offload_keeps_only_the_active_expert_on_the_accelerator():
+    """Under `enable_model_cpu_offload` each model's hook offloads the model before it in `model_cpu_offload_seq`
+    when it starts: `transformer_2` sends `transformer` back, the VAE sends `transformer_2` back. (accelerate skips
+    the move when the "accelerator" is the CPU, so the chain itself is what a CPU test can check.) The result does
+    not change."""
+    pipe = tiny_two_expert_pipeline()
+    expected = pipe(**call_kwargs(output_type="latent")).frames
+    pipe.enable_model_cpu_offload(device="cpu")
+    previous = {
+        name: getattr(pipe, name)._hf_hook.prev_module_hook.model for name in ("transformer", "transformer_2", "vae")
+    }
+    assert previous["transformer"] is pipe.text_encoder
+    assert previous["transformer_2"] is pipe.transformer
+    assert previous["vae"] is pipe.transformer_2
+    assert torch.equal(pipe(**call_kwargs(output_type="latent")).frames, expected)
+
+
+def test_two_expert_pipeline_save_and_load_round_trip(tmp_path):
+    pipe = tiny_two_expert_pipeline()
+    expected = pipe(**call_kwargs(output_type="latent")).frames
+    pipe.save_pretrained(tmp_path)
+    model_index = json.loads((tmp_path / "model_index.json").read_text())
+    assert model_index["boundary_ratio"] == 0.875 and model_index["transformer_2"][1] == "WanTransformer3DModel"
+    loaded = WanPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.boundary_ratio == 0.875 and isinstance(loaded.transformer_2, WanTransformer3DModel)
+    # 1e-5: weights read from safetensors may round differently in vectorised kernels (see test_pipeline_base.py)
+    assert max_rel(loaded(**call_kwargs(output_type="latent")).frames, expected) <= 1e-5
+
+
+def test_i2v_and_vace_take_two_experts():
+    pipe = tiny_two_expert_pipeline("i2v")
+    calls = recorded_experts(pipe)
+    pipe(**call_kwargs("i2v", output_type="latent"))
+    assert calls == ["transformer", "transformer", "transformer_2", "transformer_2"]
+
+    vace = tiny_vace_pipeline()
+    components = dict(vace.components, transformer_2=tiny_vace_transformer(seed=1))
+    vace = WanVACEPipeline(**components, boundary_ratio=0.875)
+    vace.set_progress_bar_config(disable=True)
+    calls = recorded_experts(vace)
+    vace(**call_kwargs(output_type="latent", num_frames=5), guidance_scale_2=2.0)
+    assert calls == ["transformer", "transformer", "transformer_2", "transformer_2"]
