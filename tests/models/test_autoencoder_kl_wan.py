@@ -302,7 +302,8 @@ def test_encoder_runs_one_frame_at_a_time_until_temporal_downsamplings_merge_pai
     """Released layout (stages of 2 residual blocks and a resampler; stages 1 and 2 halve the frame rate): each
     frame of a chunk goes through the full-resolution stages alone; a temporal downsampling lets every second frame
     through, merged with the one before. The convolutions know how many frames the chunked computation gives them
-    instead (`chunk_factor`: 4, then 2 after the first temporal downsampling, then 1)."""
+    instead (`chunk_factor`, set by `apply_chunked_convolution_algorithm`: 4, then 2 after the first temporal
+    downsampling, then 1)."""
     vae = tiny_vae(**PARITY_VAE_CONFIG)
     encoder = vae.encoder
     frames_per_call = _frames_per_call(encoder, ("conv_in", "down_blocks.5", "down_blocks.6", "mid_block"))

@@ -22,6 +22,10 @@ the input's space-to-depth (`WanAvgDown3D`), and each decoder stage a residual u
 depth-to-space of its input (`WanDupUp3D`). Both shortcuts work frame by frame (or on pairs of frames, which the
 cache assembles), so the Wan 2.2 VAE streams, tiles and slices exactly as the Wan 2.1 VAE does. The
 `Wan-AI/Wan2.2-TI2V-5B-Diffusers` `vae/` folder loads unchanged.
+
+On the CPU in float32, the streamed convolutions use the algorithm PyTorch would pick for the whole chunk, so the
+results stay bit-identical to the chunked computation (the original's and diffusers'); that policy is one section
+below, applied to a built model by `apply_chunked_convolution_algorithm`.
 """
 
 import itertools
@@ -129,7 +133,17 @@ class CausalConvCache:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Building blocks
+# The CPU convolution algorithm of the streamed computation
+#
+# The encoder and decoder run a chunk's frames through their layers one at a time (`WanEncoder3d.forward`,
+# `WanDecoder3d._finish_frames`), where the chunked computation (the original's, diffusers') runs a layer on
+# `chunk_factor` times as many frames together (4 at full resolution). On the CPU in float32, PyTorch picks the
+# convolution algorithm by input size (`_pytorch_uses_onednn`), and a frame can fall under the line that its chunk
+# is above. Such a frame goes through oneDNN explicitly, as the chunk would: oneDNN gives each frame the result it has
+# within the chunk, so the VAE stays bit-identical to the chunked computation; the im2col fallback would also
+# allocate a column buffer 27 times the frame (decoding with the released VAE at 64 x 64: 91 MiB beyond the output
+# instead of 67). The convolutions only carry their `chunk_factor` (1, the default, leaves the choice to PyTorch);
+# `apply_chunked_convolution_algorithm` sets it from the architecture, once per model.
 
 
 def _pytorch_uses_onednn(conv: nn.Conv2d | nn.Conv3d, input_shape: tuple[int, ...]) -> bool:
@@ -150,39 +164,74 @@ def _pytorch_uses_onednn(conv: nn.Conv2d | nn.Conv3d, input_shape: tuple[int, ..
 
 
 class _StreamedConvolution:
-    """Mixin of the VAE's convolutions: streamed frame by frame, they use the algorithm of the chunked computation.
+    """Mixin of the VAE's convolutions: with a `chunk_factor` above 1, a float32 CPU input gets the algorithm that
+    PyTorch picks for the chunked computation's input (see the section comment above)."""
 
-    The encoder and decoder run a chunk's frames through their layers one at a time (`WanEncoder3d.forward`,
-    `WanDecoder3d._finish_frames`), where the chunked computation (the original's, diffusers') runs `chunk_factor`
-    times as many frames together (4 at full resolution). On the CPU in float32, PyTorch picks the convolution
-    algorithm by input size (`_pytorch_uses_onednn`), and a frame can fall under the line that its chunk is above.
-    Such a frame goes through oneDNN explicitly, as the chunk would: oneDNN gives each frame the result it has
-    within the chunk, so the VAE stays bit-identical to the chunked computation; the im2col fallback would also
-    allocate a column buffer 27 times the frame (decoding with the released VAE at 64 x 64: 91 MiB beyond the output
-    instead of 67).
-    """
+    chunk_factor = 1
 
-    chunk_factor = 1  # set by WanEncoder3d and WanDecoder3d
-
-    def _convolve(self, x: torch.Tensor, chunk_shape: tuple[int, ...]) -> torch.Tensor:
-        """This layer applied to its (padded) input `x`; `chunk_shape`: that input's shape in the chunked computation."""
-        on_cpu_in_float32 = x.device.type == "cpu" and x.dtype == torch.float32
-        if on_cpu_in_float32 and chunk_shape != x.shape and _pytorch_uses_onednn(self, chunk_shape):
-            return torch.mkldnn_convolution(
-                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
-            )
-        return super().forward(x)
-
-    def _chunk_factor(self, cache: CausalConvCache | None) -> int:
+    def _convolve(
+        self, padded: torch.Tensor, cache: CausalConvCache | None, frame_dim: int, new_frames: int
+    ) -> torch.Tensor:
+        """This layer applied to its (padded) input; the chunked computation has `chunk_factor` times the
+        `new_frames` frames behind any kept in front, along `frame_dim` (the batch for frames [B*T, C, H, W])."""
         # the first chunk is a single frame, encoding and decoding alike: the chunked computation has no more
-        return 1 if cache is None or cache.is_first_chunk else self.chunk_factor
+        factor = 1 if cache is None or cache.is_first_chunk else self.chunk_factor
+        if factor > 1 and padded.device.type == "cpu" and padded.dtype == torch.float32:
+            chunk_shape = list(padded.shape)
+            chunk_shape[frame_dim] += (factor - 1) * new_frames
+            if _pytorch_uses_onednn(self, chunk_shape):
+                return torch.mkldnn_convolution(
+                    padded, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+                )
+        return super().forward(padded)
+
+
+def apply_chunked_convolution_algorithm(vae: "AutoencoderKLWan") -> None:
+    """Give every streamed convolution of `vae` the number of frames the chunked computation runs it on per frame
+    that the streamed one does (`chunk_factor`). `AutoencoderKLWan.__init__` calls it once.
+
+    Encoder: a chunk has `temporal_compression_ratio` (4) frames until the first temporal downsampling, which halves
+    them (its time conv already sees the pairs); the bottleneck sees one. Decoder: one frame per latent frame until
+    the first temporal upsampling, which doubles them, then 4 from there to `conv_out`.
+    """
+    _set_chunk_factor(vae, 1)
+    encoder, decoder = vae.encoder, vae.decoder
+    frames_per_chunk = 2 ** sum(vae.temperal_downsample)
+    _set_chunk_factor(encoder.conv_in, frames_per_chunk)
+    for block in encoder.down_blocks:  # Wan 2.1: residual blocks and resamplers; Wan 2.2: one block per stage
+        _set_chunk_factor(block, frames_per_chunk)
+        resample = block.downsampler if isinstance(block, WanResidualDownBlock) else block
+        if isinstance(resample, WanResample) and resample.mode == "downsample3d":
+            frames_per_chunk //= 2
+            resample.time_conv.chunk_factor = frames_per_chunk
+    frames_per_latent_frame = 1
+    for block in decoder.up_blocks:
+        _set_chunk_factor(block, frames_per_latent_frame)
+        if isinstance(block, WanResidualUpBlock):
+            upsample = block.upsampler
+        else:
+            upsample = block.upsamplers[0] if block.upsamplers is not None else None
+        if upsample is not None and upsample.mode == "upsample3d":
+            frames_per_latent_frame *= 2
+    _set_chunk_factor(decoder.conv_out, frames_per_latent_frame)
+
+
+def _set_chunk_factor(module: nn.Module, chunk_factor: int) -> None:
+    """Set the `chunk_factor` of every streamed convolution in `module`."""
+    for layer in module.modules():
+        if isinstance(layer, _StreamedConvolution):
+            layer.chunk_factor = chunk_factor
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building blocks
 
 
 class WanConv2d(_StreamedConvolution, nn.Conv2d):
     """`nn.Conv2d` applied to the frames [B*T, C, H, W] of a video, with the algorithm of the chunked computation."""
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
-        return self._convolve(x, (self._chunk_factor(cache) * x.shape[0], *x.shape[1:]))
+        return self._convolve(x, cache, frame_dim=0, new_frames=x.shape[0])
 
 
 class WanCausalConv3d(_StreamedConvolution, nn.Conv3d):
@@ -207,9 +256,7 @@ class WanCausalConv3d(_StreamedConvolution, nn.Conv3d):
     def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
         # no name for the previous frames: they are freed once copied into the padded input, before the convolution
         padded = self._pad(x, cache.update(self, x) if cache is not None and self.history_frames > 0 else None)
-        # the chunked computation has the same frames in front and `chunk_factor` times the frames of `x` behind
-        chunk_frames = padded.shape[2] + (self._chunk_factor(cache) - 1) * x.shape[2]
-        return self._convolve(padded, (*padded.shape[:2], chunk_frames, *padded.shape[3:]))
+        return self._convolve(padded, cache, frame_dim=2, new_frames=x.shape[2])
 
     def _pad(self, x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
         """[previous frames | x] with zero frames in front (as many as `previous` lacks) and zero borders.
@@ -562,16 +609,6 @@ class WanEncoder3d(nn.Module):
             if mode:
                 down_blocks.append(WanResample(out_dim, mode))
         self.down_blocks = nn.ModuleList(down_blocks)
-        # `forward` gives each layer one frame where the chunked computation gives it the whole chunk: 4 frames, then
-        # fewer after each temporal downsampling, whose time conv `forward` gives pairs (see `_StreamedConvolution`)
-        frames_per_chunk = 2 ** sum(temperal_downsample)
-        _set_chunk_factor(self.conv_in, frames_per_chunk)
-        for block in self.down_blocks:
-            _set_chunk_factor(block, frames_per_chunk)
-            resample = block if isinstance(block, WanResample) else getattr(block, "downsampler", None)
-            if resample is not None and resample.mode == "downsample3d":
-                frames_per_chunk //= 2
-                resample.time_conv.chunk_factor = frames_per_chunk
         self.mid_block = WanMidBlock(widths[-1], dropout)
         self.norm_out = WanRMSNorm(widths[-1])
         self.conv_out = WanCausalConv3d(widths[-1], out_channels, 3, padding=1)
@@ -646,7 +683,7 @@ class WanDecoder3d(nn.Module):
         widths = [dim * multiplier for multiplier in (dim_mult[-1], *reversed(dim_mult))]
         self.conv_in = WanCausalConv3d(z_dim, widths[0], 3, padding=1)
         self.mid_block = WanMidBlock(widths[0], dropout)
-        up_blocks, frames_per_latent_frame = [], 1
+        up_blocks = []
         for stage, (in_dim, out_dim) in enumerate(zip(widths[:-1], widths[1:])):
             if stage > 0 and not is_residual:
                 in_dim //= 2  # the previous stage's Wan 2.1 upsampler halved the channels
@@ -655,14 +692,9 @@ class WanDecoder3d(nn.Module):
                 upsample_mode = "upsample3d" if temperal_upsample[stage] else "upsample2d"
             block = WanResidualUpBlock if is_residual else WanUpBlock
             up_blocks.append(block(in_dim, out_dim, num_res_blocks, dropout, upsample_mode))
-            # `_finish_frames` gives this stage one frame where the chunked computation gives it all the frames made
-            # of a latent frame so far (see `_StreamedConvolution`)
-            _set_chunk_factor(up_blocks[-1], frames_per_latent_frame)
-            frames_per_latent_frame *= 2 if upsample_mode == "upsample3d" else 1
         self.up_blocks = nn.ModuleList(up_blocks)
         self.norm_out = WanRMSNorm(widths[-1])
         self.conv_out = WanCausalConv3d(widths[-1], out_channels, 3, padding=1)
-        _set_chunk_factor(self.conv_out, frames_per_latent_frame)
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache, write_frame: Callable[[torch.Tensor], None]) -> None:
         """Decode one latent frame `x` [B, z_dim, 1, h, w]; hand its frames [B, out_channels, 1, 8h, 8w] (1 for the
@@ -692,14 +724,6 @@ class WanDecoder3d(nn.Module):
         del x
         while frames:
             self._finish_frames(frames.pop(0), stage + 1, cache, write_frame)
-
-
-def _set_chunk_factor(module: nn.Module, chunk_factor: int) -> None:
-    """Tell the convolutions in `module` that the chunked computation runs them on `chunk_factor` times the frames
-    that the frame-by-frame decoder does (see `_StreamedConvolution`)."""
-    for layer in module.modules():
-        if isinstance(layer, _StreamedConvolution):
-            layer.chunk_factor = chunk_factor
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -928,6 +952,8 @@ class AutoencoderKLWan(ModelMixin, AutoencoderMixin, ConfigMixin, VAESingleFileM
             dropout,
             is_residual,
         )
+        # bit-identical to the chunked computation on the CPU (the section "The CPU convolution algorithm" above)
+        apply_chunked_convolution_algorithm(self)
 
         self.use_slicing = False
         self.use_tiling = False

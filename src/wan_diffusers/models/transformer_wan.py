@@ -15,9 +15,10 @@ differs from diffusers in three places:
   every block.
 
 The modulations and gated residual updates are fused multiply-adds (`addcmul` rounds once where the original rounds
-the product and then the sum: rounding-level differences, 2.5e-7 relative on a 2-block model's output), and without
-autograd the block updates the tensors it made itself in place: inference holds fewer activations and, on the CPU,
-spends less time faulting in fresh memory.
+the product and then the sum: rounding-level differences, 2.5e-7 relative on a 2-block model's output). Without
+autograd they, the RoPE rotation and the GELU overwrite tensors made in the same call instead of allocating new
+ones; these fast paths live in one section ("Fast paths" below) and the rule that makes them safe is stated once,
+at `WanTransformerBlock.forward`.
 """
 
 import torch
@@ -65,6 +66,20 @@ def timestep_sinusoid(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1).float()
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Fast paths: every in-place update of the model is one of the functions below, behind an `in_place` flag that the
+# callers set to `_updates_in_place()`. In place or not, each computes the same float32 operations (the outputs are
+# equal bit for bit, `test_in_place_updates_without_autograd_give_the_same_output_and_leave_the_block_input_alone`).
+# Which tensors may be overwritten: the aliasing rule at `WanTransformerBlock.forward`.
+
+
+def _updates_in_place() -> bool:
+    """Whether this forward may overwrite the tensors it makes: only when autograd records nothing (the backward pass
+    would need the overwritten values). Inference then holds fewer activations and, on the CPU, spends less time
+    faulting in fresh memory."""
+    return not torch.is_grad_enabled()
+
+
 def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor, in_place: bool = False) -> torch.Tensor:
     """Rotate adjacent channel pairs (2j, 2j+1) as complex numbers, in float32.
 
@@ -72,7 +87,7 @@ def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor, in_p
     mode multiplies complex numbers, one pass over the tensor; under `torch.compile` (Inductor generates no code for
     complex tensors and would fall back to eager kernels) and on MPS it spells the same products and sums out in
     real arithmetic, which Inductor fuses with its neighbours. Both compute in float32 and agree to rounding.
-    `in_place` lets eager mode overwrite a float32 `hidden_states` instead of allocating the result.
+    `in_place` lets eager mode overwrite a float32 `hidden_states` instead of allocating the result (see above).
 
     Shapes: hidden_states [B, S, N, d]; rotary_emb [1, S, 1, d] float32 -> [B, S, N, d] in the input dtype.
     """
@@ -94,7 +109,7 @@ def modulate(
 ) -> torch.Tensor:
     """`hidden_states * (1 + scale) + shift` in one fused pass (rounded once: a fused multiply-add on CPU).
 
-    `in_place` writes the result over `hidden_states` (a norm's output, when no gradient is recorded).
+    `in_place` writes the result over `hidden_states` (a norm's output).
     """
     return torch.addcmul(shift, hidden_states, 1 + scale, out=hidden_states if in_place else None)
 
@@ -102,7 +117,7 @@ def modulate(
 def _residual_add(
     residual: torch.Tensor, update: torch.Tensor, gate: torch.Tensor | None = None, in_place: bool = False
 ) -> torch.Tensor:
-    """`residual + update * gate` (or `+ update`) in float32, in one pass; in place when no gradient is recorded.
+    """`residual + update * gate` (or `+ update`) in float32, in one pass; `in_place` writes it over `residual`.
 
     `update` may be in the compute dtype: the kernel reads it as float32, as `update.float()` would, without a copy.
     """
@@ -111,26 +126,19 @@ def _residual_add(
     return residual.addcmul_(update, gate) if in_place else torch.addcmul(residual, update, gate)
 
 
-class WanRMSNorm(nn.RMSNorm):
-    """`nn.RMSNorm` over the last dimension, with fewer temporaries on the CPU when no gradient is recorded.
+def _gelu(activation: nn.Module, hidden_states: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    """The GELU of diffusers' `activation` module (`FeedForward.net[0]`); `in_place` overwrites `hidden_states`.
 
-    PyTorch's CPU kernel computes x * rsqrt(mean(x^2) + eps) * weight in float32 (float64 for float64) with three new
-    tensors the size of the input (x^2, x * rsqrt, the weighted result); this path does the same arithmetic, in the
-    same order, with the two products going into one new tensor (or into the float32 copy of a reduced-precision
-    input). Elsewhere, under autograd and under `torch.compile` (which fuses it anyway) it is `nn.RMSNorm` itself.
+    The FFN's hidden activation [B, S, ffn_dim] is the largest tensor of a block; a second one costs more in fresh
+    memory than the GELU costs in arithmetic (CPU, 1950 x 8960 float32: 46 ms out of place, 10 ms in place).
     """
+    if in_place:
+        return torch.ops.aten.gelu_(hidden_states, approximate=activation.approximate)
+    return activation.gelu(hidden_states)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or hidden_states.device.type != "cpu":
-            return super().forward(hidden_states)
-        if self.eps is None:  # nn.RMSNorm then takes the epsilon of the input's dtype
-            return super().forward(hidden_states)
-        upcast = hidden_states.to(torch.promote_types(hidden_states.dtype, torch.float32))
-        inverse_rms = torch.rsqrt(upcast.square().mean(-1, keepdim=True).add_(self.eps))  # (..., 1)
-        normalized = upcast.mul_(inverse_rms) if upcast is not hidden_states else upcast * inverse_rms
-        if self.weight is not None:
-            normalized = normalized.mul_(self.weight)
-        return normalized.type_as(hidden_states)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Layers
 
 
 def per_token_modulation(table: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -254,8 +262,8 @@ class WanAttnProcessor:
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))  # (B, L, N, d)
         value = value.unflatten(2, (attn.heads, -1))
         if rotary_emb is not None:
-            # q and k are the norms' new tensors: without autograd they can be rotated in place.
-            in_place = not torch.is_grad_enabled()
+            # q and k are the q/k norms' new tensors (the aliasing rule at WanTransformerBlock.forward)
+            in_place = _updates_in_place()
             query = apply_rotary_emb(query, rotary_emb, in_place)
             key = apply_rotary_emb(key, rotary_emb, in_place)
 
@@ -305,14 +313,14 @@ class WanAttention(nn.Module, AttentionModuleMixin):
         self.to_k = nn.Linear(dim, dim)
         self.to_v = nn.Linear(dim, dim)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
-        self.norm_q = WanRMSNorm(dim, eps=eps)
-        self.norm_k = WanRMSNorm(dim, eps=eps)
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
 
         self.add_k_proj = self.add_v_proj = self.norm_added_k = None
         if added_kv_proj_dim is not None:
             self.add_k_proj = nn.Linear(added_kv_proj_dim, dim)
             self.add_v_proj = nn.Linear(added_kv_proj_dim, dim)
-            self.norm_added_k = WanRMSNorm(dim, eps=eps)
+            self.norm_added_k = nn.RMSNorm(dim, eps=eps)
 
         self.set_processor(processor if processor is not None else self._default_processor_cls())
 
@@ -399,22 +407,14 @@ class WanConditionEmbedder(nn.Module):
 
 class WanFeedForward(FeedForward):
     """diffusers' `FeedForward` with the tanh GELU (same modules and weight names, `net.0.proj` and `net.2`), which
-    applies the GELU in place when no gradient is recorded.
-
-    Its hidden activation [B, S, ffn_dim] is the largest tensor of a block; a second one costs more in fresh memory
-    than the GELU costs in arithmetic (CPU, 1950 x 8960 float32: 46 ms out of place, 10 ms in place).
-    """
+    applies the GELU in place into its own hidden activation when no gradient is recorded (`_gelu`)."""
 
     def __init__(self, dim: int, ffn_dim: int):
         super().__init__(dim, inner_dim=ffn_dim, activation_fn="gelu-approximate")
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         activation, dropout, proj_out = self.net
-        hidden_states = activation.proj(hidden_states)
-        if torch.is_grad_enabled():
-            hidden_states = activation.gelu(hidden_states)
-        else:
-            hidden_states = torch.ops.aten.gelu_(hidden_states, approximate=activation.approximate)
+        hidden_states = _gelu(activation, activation.proj(hidden_states), in_place=_updates_in_place())
         return proj_out(dropout(hidden_states))
 
 
@@ -469,9 +469,14 @@ class WanTransformerBlock(nn.Module):
             self.scale_shift_table, temb
         )  # each (B, 1, D), or (B, S, D) with per-token timesteps
 
-        # Without autograd, tensors the block made itself are updated in place (never the block's input: cache hooks
-        # compare the block's output with it).
-        in_place = not torch.is_grad_enabled()
+        # The aliasing rule of the fast paths (the one place it is stated): without autograd, a tensor may be
+        # overwritten when this call of the block (or one of its sub-layers) made it and nothing reads its old value
+        # afterwards. Never the block's inputs: cache hooks (FirstBlockCache, MagCache) compare the output with
+        # `hidden_states`, and the contexts, `temb` and `rotary_emb` are shared by every block. Hence the first
+        # residual update goes into a new tensor, and every later one updates that tensor; each norm's output is
+        # modulated in place, q and k (the q/k norms' outputs) are rotated in place, and the FFN's hidden
+        # activation goes through the GELU in place. The output head follows the same rule for `norm_out`.
+        in_place = _updates_in_place()
 
         # 1. self-attention
         norm_hidden_states = modulate(self.norm1(hidden_states), shift_msa, scale_msa, in_place).to(compute_dtype)
@@ -768,7 +773,7 @@ class WanTransformer3DModel(
         shift, scale = per_token_modulation(self.scale_shift_table, temb[:, :, None])  # each (B, 1 or S, D)
         # With a multi-device `device_map` the head may live on another device than the last block.
         shift, scale = shift.to(hidden_states.device), scale.to(hidden_states.device)
-        hidden_states = modulate(self.norm_out(hidden_states), shift, scale, in_place=not torch.is_grad_enabled())
+        hidden_states = modulate(self.norm_out(hidden_states), shift, scale, in_place=_updates_in_place())
         return self.proj_out(hidden_states.to(compute_dtype)).float()
 
     def _unpatchify(self, hidden_states: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
