@@ -483,7 +483,8 @@ def test_the_top_level_package_as_library_name_would_not_load_in_plain_diffusers
         diffusers.DiffusionPipeline.from_pretrained(repo)
 
 
-# Parameters (billions, 3 decimals) and tensors of the official Diffusers repos' transformers (diffusers_wan.md §1.2)
+# Parameters (billions, 3 decimals) and tensors of the official Diffusers repos' transformers (their
+# `transformer/` folders on the Hub)
 OFFICIAL_COUNTS = {
     "t2v-1.3b": (1.419, 825),
     "t2v-14b": (14.288, 1095),

@@ -19,7 +19,7 @@ CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
 
 
 def released_vit_h_14_shapes() -> dict[str, tuple[int, ...]]:
-    """The vision-tower shapes of the released CLIP checkpoint (wan21_original.md §6)."""
+    """The vision-tower shapes of the released CLIP checkpoint (`clip_xlm_roberta_vit_h_14` in the original `wan/modules/clip.py`)."""
     shapes = {
         "visual.patch_embedding.weight": (1280, 3, 14, 14),
         "visual.cls_embedding": (1, 1, 1280),
@@ -56,7 +56,8 @@ def test_config_of_the_tiny_tower_is_read_from_its_weights():
 
 
 def test_config_of_the_released_tower_is_vit_h_14():
-    """The `image_encoder/config.json` values of the official Wan2.1 I2V Diffusers repos (diffusers_wan.md §1.2)."""
+    """The `image_encoder/config.json` values of the official Wan2.1 I2V Diffusers repos (e.g.
+    Wan-AI/Wan2.1-I2V-14B-480P-Diffusers on the Hub)."""
     config = image_encoder_config_from_shapes(released_vit_h_14_shapes())
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (1280, 32, 16)
     assert (config.image_size, config.patch_size, config.intermediate_size, config.projection_dim) == (

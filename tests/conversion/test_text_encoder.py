@@ -14,7 +14,7 @@ T5 = "models_t5_umt5-xxl-enc-bf16.pth"
 
 
 def released_umt5_xxl_shapes() -> dict[str, tuple[int, ...]]:
-    """The key shapes of the released `models_t5_umt5-xxl-enc-bf16.pth` (wan21_original.md §5)."""
+    """The key shapes of the released `models_t5_umt5-xxl-enc-bf16.pth` (`umt5_xxl` in the original `wan/modules/t5.py`)."""
     shapes = {"token_embedding.weight": (256384, 4096), "norm.weight": (4096,)}
     for i in range(24):
         shapes |= {f"blocks.{i}.attn.{p}.weight": (4096, 4096) for p in "qkvo"}
@@ -39,7 +39,8 @@ def test_config_of_the_tiny_encoder_is_read_from_its_weights():
 
 
 def test_config_of_the_released_encoder_is_the_official_one():
-    """The values of the `text_encoder/config.json` of the official Wan2.1 Diffusers repos (diffusers_wan.md §1.1)."""
+    """The values of the `text_encoder/config.json` of the official Wan2.1 Diffusers repos (e.g.
+    Wan-AI/Wan2.1-T2V-1.3B-Diffusers on the Hub)."""
     config = text_encoder_config_from_shapes(released_umt5_xxl_shapes())
     sizes = {"d_model": 4096, "d_ff": 10240, "d_kv": 64, "num_heads": 64, "num_layers": 24, "vocab_size": 256384}
     relative_attention = {"relative_attention_num_buckets": 32, "relative_attention_max_distance": 128}

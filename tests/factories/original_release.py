@@ -3,8 +3,8 @@
 A release folder holds `config.json` and the DiT safetensors (one file for the 1.3B models, shards plus
 `diffusion_pytorch_model.safetensors.index.json` for the 14B ones), `Wan2.1_VAE.pth`,
 `models_t5_umt5-xxl-enc-bf16.pth` with the `google/umt5-xxl/` tokenizer folder and, for I2V/FLF2V, the CLIP `.pth`
-and `xlm-roberta-large/` (wan21_original.md §1.3). The weights are those of the parity fixtures
-(`tests/fixtures/wan21_parity`), so a converted folder can be checked against the original's outputs; only the
+and `xlm-roberta-large/` (the file names of the original's `wan/configs/`). The weights are those of the parity
+fixtures (`tests/fixtures/wan21_parity`), so a converted folder can be checked against the original's outputs; only the
 file layout differs between the layouts of one task (the real 1.3B and 14B models differ in size too, which the
 tiny fixtures cannot).
 
@@ -106,7 +106,8 @@ def original_dit_shapes(
     vace_layers: list[int] | None = None,
     vace_in_dim: int = 96,
 ) -> dict[str, tuple[int, ...]]:
-    """Original `WanModel` / `VaceWanModel` key -> shape (wan21_original.md §2.2, §3) for any size."""
+    """Original key -> shape of `WanModel` (`wan/modules/model.py`) or `VaceWanModel` (`wan/modules/vace_model.py`),
+    for any size."""
 
     def block(prefix: str, image: bool) -> dict[str, tuple[int, ...]]:
         shapes = {f"{prefix}.modulation": (1, 6, dim)}
@@ -170,7 +171,7 @@ def original_dit_shapes(
     return shapes
 
 
-# config.json of the released DiTs (wan21_original.md §1.3)
+# config.json of the released DiTs (the `WanModel` arguments of `wan/configs/wan_t2v_1_3B.py` and the 14B configs)
 RELEASED_CONFIGS = {
     "t2v-1.3b": {"dim": 1536, "ffn_dim": 8960, "num_heads": 12, "num_layers": 30, "in_dim": 16, "model_type": "t2v"},
     "t2v-14b": {"dim": 5120, "ffn_dim": 13824, "num_heads": 40, "num_layers": 40, "in_dim": 16, "model_type": "t2v"},

@@ -1,6 +1,6 @@
 """The original Wan2.1 reference data: tiny release-format models with inputs and outputs of the original code.
 
-The files are a copy of `shared/parity/` (see `tests/fixtures/wan21_parity/README.md` for what each tensor is).
+The files were made by running the original Wan2.1 code (see `tests/fixtures/wan21_parity/README.md` for what each tensor is).
 """
 
 import json

@@ -1,6 +1,6 @@
 """The original Wan2.2 reference data: tiny models in the release layout with inputs and outputs of the original code.
 
-The files are a copy of `shared/parity22/` without its `components/` folder, whose files are byte-identical to
+The files come from running the original Wan2.2 code; its `components/` folder is not copied: its files are byte-identical to
 `tests/fixtures/wan21_parity/components/` (see `tests/fixtures/wan22_parity/README.md` for what each tensor is).
 """
 

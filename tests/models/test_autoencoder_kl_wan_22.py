@@ -2,8 +2,8 @@
 `wan/modules/vae2_2.py`, equality with diffusers' built-in class, the patchify order, streaming, tiling, slicing,
 saving and loading the official Hub config.
 
-The parity model is `tests/fixtures/wan22_parity/tiny-ti2v-5b/Wan2.2_VAE.pth` (a copy of `shared/parity22`; its
-README says how the references were computed); the other models are tiny and random (`factories/vae.py`). What the
+The parity model is `tests/fixtures/wan22_parity/tiny-ti2v-5b/Wan2.2_VAE.pth` (the
+fixture's README says how the references were computed); the other models are tiny and random (`factories/vae.py`). What the
 Wan 2.1 VAE tests establish for the shared machinery (the cache, the convolution algorithm rule, the tile weights,
 offload hooks) is not repeated here.
 """

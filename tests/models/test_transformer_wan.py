@@ -146,7 +146,7 @@ def test_diffusers_loads_the_parity_weights_and_agrees(task):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The official configs (facts in shared/reference/diffusers_wan.md §1.2)
+# The official configs (`transformer/config.json` of the Wan-AI/Wan2.1-*-Diffusers repos)
 
 _T2V_14B = dict(num_attention_heads=40, num_layers=40, ffn_dim=13824)
 _I2V_14B = dict(_T2V_14B, in_channels=36, image_dim=1280, added_kv_proj_dim=5120)

@@ -187,7 +187,7 @@ def test_loads_a_folder_saved_by_diffusers(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Config: the official layouts, validation, saving and loading
 
-# shared/reference/diffusers_wan.md §1.2: parameter and tensor counts of the released configs
+# parameter and tensor counts of the released configs (the official Diffusers repos' `transformer/` folders)
 OFFICIAL_CONFIGS = {
     "Wan2.1-VACE-1.3B": (
         dict(num_attention_heads=12, num_layers=30, ffn_dim=8960, vace_layers=list(range(0, 30, 2))),

@@ -47,7 +47,7 @@ def test_clip_pixel_values_match_the_original(task, case):
 @pytest.mark.parametrize(
     "image_hw, max_area, expected",
     [
-        # wan21_original.md §7.5: the float64 floor divisions give 720 x 1248 and 464 x 832, not 1280 and 480
+        # `WanI2V.generate` in `wan/image2video.py`: the float64 floor divisions give 720 x 1248 and 464 x 832, not 1280 and 480
         ((480, 832), 720 * 1280, (720, 1248)),
         ((480, 832), 480 * 832, (464, 832)),
         ((720, 1280), 720 * 1280, (720, 1280)),

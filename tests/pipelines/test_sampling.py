@@ -65,7 +65,7 @@ def test_original_sigma_lists():
 @pytest.mark.parametrize(
     "solver, shift, steps, expected",
     [
-        # wan21_original.md §7.2 / §7.3, checked by running the original
+        # `wan/utils/fm_solvers_unipc.py` and `wan/utils/fm_solvers.py`, checked by running the original
         ("unipc", 5.0, 4, [999, 937, 833, 624]),
         ("unipc", 3.0, 4, [999, 899, 749, 499]),
         ("unipc", 16.0, 4, [999, 979, 941, 841]),

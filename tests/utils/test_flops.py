@@ -1,6 +1,7 @@
-"""The FLOP model of a DiT forward (utils/flops.py) against the reference table (shared/reference/ecosystem.md §3).
+"""The FLOP model of a DiT forward (utils/flops.py) against figures counted by hand from the original
+`wan/modules/model.py` (e.g. 283 TFLOP for a T2V-1.3B forward at 832 x 480 x 81, 6,523 for T2V-14B at 1280 x 720 x 81).
 
-The table's figures are rounded to the TFLOP, so each check allows half a TFLOP (or 0.5 %) of rounding.
+Those figures are rounded to the TFLOP, so each check allows half a TFLOP (or 0.5 %) of rounding.
 """
 
 import pytest

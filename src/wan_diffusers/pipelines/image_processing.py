@@ -1,4 +1,5 @@
-"""Image-to-video conditioning, prepared exactly as the original `WanI2V` / `WanFLF2V` (`wan21_original.md` §6, §7.5).
+"""Image-to-video conditioning, prepared exactly as the original `WanI2V.generate` / `WanFLF2V.generate`
+(`wan/image2video.py`, `wan/first_last_frame2video.py`) and `CLIPModel.visual` (`wan/modules/clip.py`).
 
 - The image becomes a float32 tensor in [-1, 1] the torchvision way (`uint8 / 255`, then `(x - 0.5) / 0.5`).
 - Without an explicit size, the video size follows from `max_area` and the image's aspect ratio by the original

@@ -1,8 +1,9 @@
-"""Noise schedules: the original Wan2.1 samplers as diffusers schedulers, and the per-task defaults.
+"""Noise schedules: the original Wan2.1 samplers as diffusers schedulers, and a task's default scheduler.
 
 The original `generate.py` offers two solvers (`--sample_solver unipc | dpm++`). Their maths is diffusers' UniPC
-(bh2, order 2) and DPM-Solver++ (midpoint, order 2) on flow-matching sigmas, but their sigma *lists* differ from
-what diffusers' schedulers build for `use_flow_sigmas=True` (see `wan21_original.md` §7.2-7.3):
+(bh2, order 2) and DPM-Solver++ (midpoint, order 2) on flow-matching sigmas, but their sigma *lists* (the original's
+`FlowUniPCMultistepScheduler.set_timesteps` in `wan/utils/fm_solvers_unipc.py` and `get_sampling_sigmas` in
+`wan/utils/fm_solvers.py`) differ from what diffusers' schedulers build for `use_flow_sigmas=True`:
 
 | solver | original sigmas before the shift (N steps) | diffusers `use_flow_sigmas` |
 |---|---|---|

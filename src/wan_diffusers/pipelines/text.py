@@ -1,6 +1,7 @@
 """Prompt cleaning and the original default negative prompts.
 
-Cleaning is the original tokenizer wrapper's `clean='whitespace'` (`wan21_original.md` §5): `ftfy.fix_text`, then
+Cleaning is the original tokenizer wrapper's `clean='whitespace'` (`HuggingfaceTokenizer._clean`, `basic_clean` and
+`whitespace_clean` in `wan/modules/tokenizers.py`): `ftfy.fix_text`, then
 `html.unescape` twice, then every run of whitespace becomes one space and the ends are stripped. `ftfy` is a hard
 dependency here: diffusers skips it when it is not installed, and then a prompt with full-width punctuation
 tokenises differently (`，` stays instead of becoming `,`).

@@ -1,4 +1,5 @@
-"""VACE conditioning, built exactly as the original `WanVace` builds it (`wan21_original.md` §7.7).
+"""VACE conditioning, built exactly as the original `WanVace` builds it (`prepare_source`, `vace_encode_frames`,
+`vace_encode_masks` in `wan/vace.py`).
 
 The DiT's control input (`vace_context`, 96 channels per latent position) is `cat(z0, m0)`:
 

@@ -1,6 +1,6 @@
 """How much arithmetic one Wan DiT forward is, and how fast it could at best run on a given accelerator.
 
-The count follows the model of `shared/reference/ecosystem.md` §3, read off the original `wan/modules/model.py`: every
+The count is read off the original `wan/modules/model.py` (`WanAttentionBlock`, `WanSelfAttention`, the FFN): every
 matrix product counts 2 FLOPs per multiply-accumulate; norms, RoPE, modulation and softmax are left out (they are
 memory-bound and cost time, not FLOPs). Per block, with `L` video tokens of width `d`, `C` context rows and an FFN of
 width `f`:
