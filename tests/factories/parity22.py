@@ -1,7 +1,8 @@
 """The original Wan2.2 reference data: tiny models in the release layout with inputs and outputs of the original code.
 
-The files come from running the original Wan2.2 code; its `components/` folder is not copied: its files are byte-identical to
-`tests/fixtures/wan21_parity/components/` (see `tests/fixtures/wan22_parity/README.md` for what each tensor is).
+The files come from running the original Wan2.2 code; their shared components are those of
+`tests/fixtures/wan21_parity/components/` (byte-identical, so not copied twice; see
+`tests/fixtures/wan22_parity/README.md` for what each tensor is).
 """
 
 import json
