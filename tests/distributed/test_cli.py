@@ -38,6 +38,7 @@ def test_torchrun_writes_one_video_and_the_single_process_latents(tmp_path, caps
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("Wrote ") == 1, result.stderr[-3000:]  # rank 0 only
+    assert result.stderr.count("Generated in ") == 1, result.stderr[-3000:]  # messages from rank 0 only
     assert sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith(".")) == [
         "one.mp4",
         "one.safetensors",
@@ -71,8 +72,11 @@ def _model_folder(tmp_path, heads: int):
         (1, ["--ring", "2"], "= 2 ranks, but the job has 1"),
         (5, ["--ulysses", "5", "MODEL"], "--ulysses must divide the model's 12 attention heads"),
         (4, ["--ulysses", "2", "--ring", "2", "--frames", "1", "--height", "16", "--width", "16"], "has 1 tokens"),
+        (4, ["--ulysses", "4", "--height", "480", "--width", "848", "--frames", "1", "MODEL"], "has 1590 tokens"),
         (2, ["--cfg-parallel", "--guidance", "1"], "--guidance 1.0 turns guidance off"),
         (1, ["--save-latents", "latents.pt"], "--save-latents must be a .safetensors file"),
+        (2, ["--ulysses", "2", "--offload", "model"], "--offload model moves weights"),
+        (2, ["--fsdp", "--text-encoder-on-cpu"], "drop --text-encoder-on-cpu"),
     ],
 )
 def test_impossible_layouts_fail_before_loading(world_size, flags, message, tmp_path, monkeypatch, capsys):

@@ -9,6 +9,7 @@ any weight is read, joins the job with `start_distributed`, spreads the loaded p
 """
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
@@ -83,11 +84,18 @@ def check_distributed_arguments(args: argparse.Namespace) -> None:
     if world_size() == 1 and layout.degree == 1 and not layout.fsdp:
         return
     layout.check_world_size(world_size(), FLAG_NAMES)
-    if layout.cfg_parallel and args.guidance <= 1:
+    if layout.cfg_parallel and args.guidance is not None and args.guidance <= 1:
         raise ValueError(
             f"--cfg-parallel splits the two guidance branches, but --guidance {args.guidance} turns guidance off: "
             "drop --cfg-parallel or use --guidance above 1"
         )
+    if args.offload != "none":
+        raise ValueError(
+            f"--offload {args.offload} moves weights between the CPU and one GPU, which a multi-process job does not "
+            "do: drop it and use --fsdp to shard the weights over the GPUs"
+        )
+    if layout.fsdp and args.text_encoder_on_cpu:
+        raise ValueError("--fsdp shards the text encoder over the GPUs: drop --text-encoder-on-cpu")
     config = _transformer_config(args)
     if config is not None:
         layout.check_model(config["num_attention_heads"], FLAG_NAMES)
@@ -136,7 +144,10 @@ def start_distributed(args: argparse.Namespace):
     import torch
 
     cpu = args.device is not None and torch.device(args.device).type == "cpu"
-    return init_distributed(device_type="cpu" if cpu else None)
+    device = init_distributed(device_type="cpu" if cpu else None)
+    if not is_main_process():  # one copy of the messages: rank 0's
+        logging.getLogger("wan_diffusers").setLevel(logging.WARNING)
+    return device
 
 
 def parallelize_from_arguments(pipe, args: argparse.Namespace) -> None:
