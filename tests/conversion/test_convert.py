@@ -21,7 +21,6 @@ from wan_diffusers import AutoencoderKLWan, WanTransformer3DModel
 from wan_diffusers.conversion import ConversionError, convert_release
 from wan_diffusers.conversion.convert import ComponentConversion
 from wan_diffusers.conversion.model_card import front_matter
-from wan_diffusers.conversion.vae import vae_from_original
 from wan_diffusers.tasks import TASKS
 
 from factories.original_release import LAYOUTS, TINY_CLIP_NUM_HEADS, build_release, write_released_dit
@@ -225,10 +224,11 @@ def test_converted_image_encoder_matches_the_original(layout, case, pipelines):
 
 @pytest.mark.parity
 def test_converted_vae_is_the_vae_modules_conversion(pipelines):
-    """Bit-identical weights to `vae_from_original` (whose parity with the original is tested in tests/models), and
+    """Bit-identical weights to `AutoencoderKLWan.from_single_file` of the same `.pth` (whose parity with the original
+    is tested in tests/models), and
     the original's encode output reproduced with the original's normalisation arithmetic."""
     vae = pipelines["t2v-1.3b"].vae
-    reference_vae = vae_from_original(original_component_state_dict("Wan2.1_VAE.pth"))
+    reference_vae = AutoencoderKLWan.from_single_file(original_component_state_dict("Wan2.1_VAE.pth"))
     public = lambda config: {key: value for key, value in config.items() if not key.startswith("_")}  # noqa: E731
     assert public(vae.config) == public(reference_vae.config)
     converted, expected = vae.state_dict(), reference_vae.state_dict()

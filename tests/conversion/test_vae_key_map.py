@@ -12,7 +12,6 @@ from wan_diffusers.conversion.vae import (
     VAE_RULES,
     convert_vae_state_dict,
     vae_config_from_original,
-    vae_from_original,
     vae_rules,
 )
 from wan_diffusers.models.autoencoder_kl_wan import AutoencoderKLWan
@@ -100,7 +99,7 @@ def test_layout_with_one_residual_block_per_stage():
 
 
 def test_loads_strictly_on_the_meta_device():
-    vae = vae_from_original(_original(), torch_dtype=torch.bfloat16)
+    vae = AutoencoderKLWan.from_single_file(_original(), torch_dtype=torch.bfloat16)
     assert all(parameter.device.type == "cpu" for parameter in vae.parameters())
     assert all(parameter.dtype == torch.bfloat16 for parameter in vae.parameters())
     assert not vae.training
@@ -117,14 +116,14 @@ def test_wrong_shape_is_named():
     original = _original()
     original["decoder.middle.1.to_qkv.weight"] = torch.zeros(1, 2, 1, 1)
     with pytest.raises(ConversionError, match=r"decoder\.mid_block\.attentions\.0\.to_qkv\.weight: checkpoint"):
-        vae_from_original(original)
+        AutoencoderKLWan.from_single_file(original)
 
 
 def test_missing_key_is_named():
     original = _original()
     del original["decoder.head.0.gamma"]
     with pytest.raises(ConversionError, match=r"missing keys \(1\):\n\s+decoder\.norm_out\.gamma"):
-        vae_from_original(original)
+        AutoencoderKLWan.from_single_file(original)
 
 
 def test_incomplete_wan22_checkpoint_is_refused():
@@ -191,4 +190,4 @@ def test_wan22_unknown_or_missing_keys_are_named():
     with pytest.raises(
         ConversionError, match=r"missing keys \(1\):\n    encoder\.down_blocks\.1\.resnets\.0\.norm2\.gamma"
     ):
-        vae_from_original(original)
+        AutoencoderKLWan.from_single_file(original)

@@ -90,8 +90,7 @@ def parity_pipeline(model: str, solver: str = "unipc", shift: float = 5.0):
     """The fixtures' DiT(s) in a pipeline with the original's sampler: the A14B models as two experts with their
     release boundary (and the Wan2.1 VAE), TI2V-5B with per-token timesteps (and its Wan2.2 VAE). Text comes in as the
     fixtures' embeddings, so the text encoder is a tiny random one."""
-    from wan_diffusers import WanImageToVideoPipeline, WanPipeline
-    from wan_diffusers.conversion.vae import vae_from_original
+    from wan_diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
     from wan_diffusers.pipelines.sampling import original_scheduler
 
     from factories.encoders import tiny_text_encoder, tiny_tokenizer
@@ -104,13 +103,13 @@ def parity_pipeline(model: str, solver: str = "unipc", shift: float = 5.0):
     )
     if model == "ti2v-5b":
         components.update(
-            vae=vae_from_original(original_component_state_dict("Wan2.2_VAE.pth")),
+            vae=AutoencoderKLWan.from_single_file(original_component_state_dict("Wan2.2_VAE.pth")),
             transformer=parity_transformer(folders["model"]),
             expand_timesteps=True,
         )
     else:
         components.update(
-            vae=vae_from_original(original_component_state_dict("Wan2.1_VAE.pth")),
+            vae=AutoencoderKLWan.from_single_file(original_component_state_dict("Wan2.1_VAE.pth")),
             **{component: parity_transformer(folders[folder]) for folder, component in EXPERTS.items()},
             boundary_ratio=manifest(model)["sampling"][model[:3]]["boundary"] / 1000,
         )

@@ -26,7 +26,6 @@ import torch
 from diffusers import AutoencoderKLWan as DiffusersAutoencoderKLWan
 from safetensors.torch import load_file
 
-from wan_diffusers.conversion.vae import vae_from_original
 from wan_diffusers.models.autoencoder_kl_wan import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD, AutoencoderKLWan
 
 from factories.parity import original_component_state_dict
@@ -72,13 +71,16 @@ def tiny_vae(seed: int = 0, **overrides) -> AutoencoderKLWan:
 
 
 def parity_vae() -> AutoencoderKLWan:
-    """The parity fixtures' VAE (`components/Wan2.1_VAE.pth`, original key names), converted by our key map."""
-    return vae_from_original(original_component_state_dict("Wan2.1_VAE.pth"))
+    """The parity fixtures' VAE (`components/Wan2.1_VAE.pth`, original key names), loaded as users load one file
+    (`from_single_file`: the converter's key map and config inference)."""
+    return AutoencoderKLWan.from_single_file(original_component_state_dict("Wan2.1_VAE.pth"))
 
 
 def wan22_parity_vae() -> AutoencoderKLWan:
-    """The Wan 2.2 fixtures' VAE (`Wan2.2_VAE.pth`, original key names), converted by our key map."""
-    return vae_from_original(torch.load(WAN22_FIXTURE_DIR / "Wan2.2_VAE.pth", map_location="cpu", weights_only=True))
+    """The Wan 2.2 fixtures' VAE (`Wan2.2_VAE.pth`, original key names), loaded by `from_single_file`."""
+    return AutoencoderKLWan.from_single_file(
+        torch.load(WAN22_FIXTURE_DIR / "Wan2.2_VAE.pth", map_location="cpu", weights_only=True)
+    )
 
 
 def wan22_vae_references() -> dict[str, torch.Tensor]:

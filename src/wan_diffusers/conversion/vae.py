@@ -25,9 +25,8 @@ from ..models.autoencoder_kl_wan import (
     WAN21_LATENTS_STD,
     WAN22_LATENTS_MEAN,
     WAN22_LATENTS_STD,
-    AutoencoderKLWan,
 )
-from .rules import ConversionError, Rule, check_state_dict, rename_state_dict, require_keys
+from .rules import ConversionError, Rule, rename_state_dict, require_keys
 
 _WB = r"(?P<param>weight|bias)"
 
@@ -262,23 +261,3 @@ def convert_vae_state_dict(state_dict: Mapping[str, torch.Tensor], config: dict 
         config = vae_config_from_original({key: tuple(value.shape) for key, value in state_dict.items()})
     rules = vae_rules(config["num_res_blocks"], len(config["dim_mult"]), is_residual=config["is_residual"])
     return rename_state_dict(state_dict, rules, what=_version(config))
-
-
-def vae_from_original(
-    state_dict: Mapping[str, torch.Tensor], torch_dtype: torch.dtype | None = None
-) -> AutoencoderKLWan:
-    """An `AutoencoderKLWan` holding the weights of an original `Wan2.1_VAE.pth` or `Wan2.2_VAE.pth` state dict.
-
-    Built on the meta device and filled with `load_state_dict(strict=True, assign=True)` (no second copy of the
-    weights); every key and shape is checked first, and a mismatch lists the offending keys.
-    """
-    config = vae_config_from_original({key: tuple(value.shape) for key, value in state_dict.items()})
-    converted = convert_vae_state_dict(state_dict, config)
-    if torch_dtype is not None:
-        converted = {key: value.to(torch_dtype) for key, value in converted.items()}
-    with torch.device("meta"):
-        model = AutoencoderKLWan.from_config(config)
-    expected = {key: value.shape for key, value in model.state_dict().items()}
-    check_state_dict(converted, expected, what=_version(config))
-    model.load_state_dict(converted, strict=True, assign=True)
-    return model.eval()
