@@ -25,6 +25,8 @@ from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 from diffusers.video_processor import VideoProcessor
 
+from ..memory.guard import check_call_memory
+from ..memory.planner import VRAMBudgetMixin
 from .experts import check_expert_inputs, high_noise_steps, put_image_frame, token_timestep_scale
 from .pipeline_output import WanPipelineOutput
 from .sampling import original_scheduler, scheduler_shift
@@ -143,7 +145,7 @@ def _default_text(value) -> str:
     return json.dumps(value) if isinstance(value, (str, list)) else repr(value)
 
 
-class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
+class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin, VRAMBudgetMixin):
     """Shared machinery of the Wan pipelines. Subclasses set `task` (for the default negative prompt) and build on
     the methods below; see `WanPipeline.__call__` for the order they are called in."""
 
@@ -525,6 +527,8 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin):
             raise ValueError(
                 f"`num_frames` must be of the form {temporal}n + 1 (1, 5, ..., 81), got {num_frames!r}{hint}"
             )
+        # refuse what cannot fit on the device before anything is allocated (wan_diffusers/memory/guard.py)
+        check_call_memory(self, height, width, num_frames)
 
     def check_sampling_inputs(
         self, num_inference_steps, sigmas, guidance_scale, num_videos_per_prompt, batch_size, generator, output_type
