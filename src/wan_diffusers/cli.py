@@ -122,6 +122,9 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--text-encoder-on-cpu", action="store_true", help="run the umT5 text encoder on the CPU")
     parser.add_argument("--vae-tiling", action="store_true", help="decode the video in spatial tiles (less memory)")
+    from .memory.cli import add_vram_budget_argument
+
+    add_vram_budget_argument(parser)
     parser.add_argument(
         "--dtype", choices=DTYPES, default="auto", help="model dtype (auto: bfloat16 on a GPU, float32 on a CPU)"
     )
@@ -174,6 +177,9 @@ def _check_generate_arguments(args: argparse.Namespace, variant: WanTask) -> Non
                 raise FileNotFoundError(f"--{name.replace('_', '-')}: no such file: {path}")
     if args.mask is not None and args.video is None:
         raise ValueError("--mask needs --video: the mask says which parts of that video to regenerate")
+    from .memory.cli import check_vram_budget_argument
+
+    check_vram_budget_argument(args)
     if args.output.suffix.lower() != ".mp4":
         raise ValueError(f"--output must be an .mp4 file, got {args.output}")
     model = Path(args.model) if args.model else None
@@ -289,6 +295,10 @@ def _load_pipeline(args: argparse.Namespace, variant: WanTask, dtype):
 
 
 def _place(pipe, args: argparse.Namespace, device) -> None:
+    if args.vram_budget is not None:
+        from .memory.cli import apply_vram_budget
+
+        return apply_vram_budget(pipe, args, device, MODEL_DEFAULTS if args.model else DEMO_DEFAULTS)
     if args.text_encoder_on_cpu:
         pipe.keep_text_encoder_on_cpu()
     if args.offload == "model":

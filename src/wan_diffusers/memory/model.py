@@ -112,7 +112,12 @@ class MemoryModel:
 
     def latent_bytes(self, height: int, width: int, num_frames: int, batch: int = 1) -> int:
         frames = (num_frames - 1) // self.scale_factor_temporal + 1
-        latent = self.latent_channels * frames * (height // self.scale_factor_spatial) * (width // self.scale_factor_spatial)
+        latent = (
+            self.latent_channels
+            * frames
+            * (height // self.scale_factor_spatial)
+            * (width // self.scale_factor_spatial)
+        )
         return LATENT_COPIES * 4 * batch * latent
 
     def vae_decode_bytes(

@@ -248,4 +248,6 @@ def peak_table(
 
 def _short(plan: VRAMPlan) -> str:
     name = re.sub(r"group offload, (\d+) blocks?", r"group \1", plan.name)
-    return name.replace("text encoder on CPU", "T5 on CPU").replace(" offload", "").replace(" + VAE tiling", " + tiling")
+    return (
+        name.replace("text encoder on CPU", "T5 on CPU").replace(" offload", "").replace(" + VAE tiling", " + tiling")
+    )
