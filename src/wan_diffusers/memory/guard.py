@@ -46,7 +46,7 @@ def available_bytes(device: torch.device) -> int | None:
 
 def check_call_memory(pipe, height: int, width: int, num_frames: int) -> None:
     """Raise `MemoryBudgetError` when the call's working memory exceeds what the execution device has free."""
-    if getattr(pipe, "transformer", None) is None or getattr(pipe, "vae", None) is None:
+    if getattr(pipe, "_dit", None) is None or getattr(pipe, "vae", None) is None:
         return
     device = torch.device(pipe._execution_device)
     available = available_bytes(device)

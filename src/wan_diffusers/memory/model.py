@@ -86,6 +86,7 @@ class MemoryModel:
     scale_factor_spatial: int
     scale_factor_temporal: int
     encodes_video: bool = False  # I2V, V2V and VACE encode a video (or image) before denoising
+    num_experts: int = 1  # Wan 2.2 A14B: two DiTs of one size (`transformer`, `transformer_2`), one running at a time
 
     @property
     def dit_other_weights(self) -> int:
@@ -136,15 +137,19 @@ class MemoryModel:
 
 
 def memory_model_from_components(
-    transformer: torch.nn.Module,
+    transformer: torch.nn.Module | None,
     vae: torch.nn.Module,
     text_encoder: torch.nn.Module | None = None,
     image_encoder: torch.nn.Module | None = None,
     *,
+    transformer_2: torch.nn.Module | None = None,
     compute_dtype: torch.dtype | None = None,
     encodes_video: bool = False,
 ) -> MemoryModel:
-    """A `MemoryModel` for these components (on any device, the meta device included)."""
+    """A `MemoryModel` for these components (on any device, the meta device included). With two experts, the sizes
+    are those of `transformer` (the Wan 2.2 experts have the same architecture)."""
+    experts = [model for model in (transformer, transformer_2) if model is not None]
+    transformer = experts[0]
     config = transformer.config
     blocks = [module_bytes(block) for name in ("blocks", "vace_blocks") for block in getattr(transformer, name, [])]
     leaves = [module_bytes(m) for m in transformer.modules() if not list(m.children())]
@@ -169,6 +174,7 @@ def memory_model_from_components(
         scale_factor_spatial=vae_config.scale_factor_spatial,
         scale_factor_temporal=vae_config.scale_factor_temporal,
         encodes_video=encodes_video,
+        num_experts=len(experts),
     )
 
 

@@ -30,6 +30,7 @@ logger = logging.get_logger(__name__)
 # The VAE's tile when tiling (AutoencoderKLWan.enable_tiling's default, pixels)
 VAE_TILE = (256, 256)
 OFFLOADS = ("none", "model", "group", "leaf")
+_DITS = ("transformer", "transformer_2")  # Wan 2.2 A14B pipelines hold two experts
 
 
 class MemoryBudgetError(ValueError, MemoryError):
@@ -99,7 +100,7 @@ def estimate(
         model.vae_encode_bytes(height, width, num_frames, batch),
     )
     if plan.offload == "none":
-        resident = text + model.image_encoder_weights + model.dit_weights + model.vae_weights
+        resident = text + model.image_encoder_weights + model.num_experts * model.dit_weights + model.vae_weights
         phases = {"denoise": resident + activations, "vae": resident + vae_work}
     elif plan.offload == "model":
         phases = {"denoise": model.dit_weights + activations, "vae": model.vae_weights + vae_work}
@@ -154,15 +155,17 @@ def apply_plan(pipe, plan: VRAMPlan, device: torch.device | str) -> None:
         pipe.enable_model_cpu_offload(device=device)
     else:
         offload_type = "block_level" if plan.offload == "group" else "leaf_level"
-        pipe.transformer.enable_group_offload(
-            onload_device=device,
-            offload_device=torch.device("cpu"),
-            offload_type=offload_type,
-            num_blocks_per_group=plan.blocks_per_group,
-            use_stream=device.type == "cuda",  # a side stream prefetches the next group; CUDA only
-        )
+        for name in _DITS:
+            if getattr(pipe, name, None) is not None:
+                getattr(pipe, name).enable_group_offload(
+                    onload_device=device,
+                    offload_device=torch.device("cpu"),
+                    offload_type=offload_type,
+                    num_blocks_per_group=plan.blocks_per_group,
+                    use_stream=device.type == "cuda",  # a side stream prefetches the next group; CUDA only
+                )
         for name, component in pipe.components.items():
-            if name not in ("transformer", "text_encoder") and isinstance(component, torch.nn.Module):
+            if name not in (*_DITS, "text_encoder") and isinstance(component, torch.nn.Module):
                 component.to(device)
     if plan.vae_tiling:
         pipe.vae.enable_tiling()
@@ -173,13 +176,12 @@ class VRAMBudgetMixin:
 
     def memory_model(self) -> MemoryModel:
         """The `MemoryModel` of this pipeline's components (weights as they are stored now)."""
-        compute_dtype = None
         return memory_model_from_components(
-            self.transformer,
+            getattr(self, "transformer", None),
             self.vae,
             getattr(self, "text_encoder", None),
             getattr(self, "image_encoder", None),
-            compute_dtype=compute_dtype,
+            transformer_2=getattr(self, "transformer_2", None),
             encodes_video=self.task != "t2v",
         )
 
