@@ -121,8 +121,8 @@ def test_generate_options(tmp_path):
         (["--image", "{first}"], "--image is not used by --task t2v"),
         (["--task", "i2v", "--image", "missing.png"], "--image: no such file: missing.png"),
         (["--output", "video.gif"], "--output must be an .mp4 file"),
-        (["--height", "40"], "`height` must be a positive multiple of 16"),
-        (["--frames", "8"], r"`num_frames` must be of the form 4n \+ 1"),
+        (["--height", "40"], "--height must be a positive multiple of 16"),
+        (["--frames", "8"], r"--frames must be of the form 4n \+ 1"),
     ],
 )
 def test_bad_arguments_exit_with_a_message(args, message, tmp_path, capsys):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from diffusers.utils import logging as diffusers_logging
 
+from .cli_checks import as_flags, check_generate_arguments, run_reporting_errors
 from .tasks import INPUTS, TASK_NAMES, WanTask, shift_for, variant_for_model
 
 logger = diffusers_logging.get_logger(__name__)
@@ -32,15 +33,29 @@ DEMO_DEFAULTS = {"height": 64, "width": 96, "frames": 17, "steps": 4, "max_area"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="wan-diffusers", description="Wan 2.1 video generation with diffusers.")
+    parser.add_argument("--version", action="version", version=f"wan-diffusers {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,convert,bench}")
     _add_generate_arguments(
-        commands.add_parser("generate", help="generate a video file", description=__doc__.split("\n\n")[1])
+        commands.add_parser(
+            "generate",
+            help="generate a video file",
+            description=__doc__.split("\n\n", 1)[1],  # the examples, line by line
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     )
-    from .conversion.command import add_convert_arguments
+    from .conversion.command import CONVERT_DESCRIPTION, add_convert_arguments
 
     add_convert_arguments(
-        commands.add_parser("convert", help="convert an original Wan 2.1 release folder to the Hub format")
+        commands.add_parser(
+            "convert",
+            help="convert an original Wan 2.1 release folder to the Hub format",
+            description=CONVERT_DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     )
     from .bench import __doc__ as bench_doc
     from .bench import add_bench_arguments
@@ -53,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    for command in commands.choices.values():  # also after the command: `wan-diffusers generate ... --debug`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -84,7 +101,9 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="vace: a subject or background to show (repeat the option for several, kept in that order)",
     )
-    parser.add_argument("--conditioning-scale", type=float, default=1.0, help="vace: strength of the control hints")
+    parser.add_argument(
+        "--conditioning-scale", type=float, default=1.0, help="vace: strength of the control hints (default 1.0)"
+    )
     parser.add_argument(
         "--height", type=int, help="height in pixels, a multiple of 16 (t2v/vace default: the variant's, 480 or 720)"
     )
@@ -100,7 +119,9 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, help="number of frames, 4n + 1 (default 81)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the original's, 50; 40 for i2v)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the original's, 5.0)")
-    parser.add_argument("--strength", type=float, default=0.8, help="v2v: how much of the video to redo (0-1]")
+    parser.add_argument(
+        "--strength", type=float, default=0.8, help="v2v: how much of the video to redo, in (0, 1] (default 0.8)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--sampler",
@@ -130,7 +151,9 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
     parser.add_argument("--fps", type=int, help="frames per second of the file (default: the model's, 16)")
-    parser.add_argument("--output", type=Path, default=Path("output.mp4"), help="the mp4 to write")
+    parser.add_argument(
+        "--output", type=Path, default=Path("output.mp4"), help="the mp4 to write (default: output.mp4 here)"
+    )
     from .distributed.cli import add_distributed_arguments
 
     add_distributed_arguments(parser)
@@ -146,7 +169,9 @@ def run_generate(args: argparse.Namespace) -> int:
         check_distributed_arguments(args)
         video = _generate(args, variant)
     except (ValueError, OSError) as error:  # bad input, a missing file, a model that cannot be found or loaded
-        logger.error(f"error: {error}")
+        if getattr(args, "debug", False):
+            raise
+        logger.error(f"error: {as_flags(str(error))}")
         return 1
     if not is_main_process():
         return 0
@@ -173,7 +198,7 @@ def _check_generate_arguments(args: argparse.Namespace, variant: WanTask) -> Non
         if value is not None and name not in variant.inputs:
             raise ValueError(f"--{name.replace('_', '-')} is not used by --task {args.task}")
         for path in paths:
-            if path is not None and not path.is_file():
+            if path is not None and not path.exists():
                 raise FileNotFoundError(f"--{name.replace('_', '-')}: no such file: {path}")
     if args.mask is not None and args.video is None:
         raise ValueError("--mask needs --video: the mask says which parts of that video to regenerate")
@@ -191,6 +216,7 @@ def _check_generate_arguments(args: argparse.Namespace, variant: WanTask) -> Non
                 f"--checkpoint-dir {model} --output-dir {model.name}-Diffusers`"
             )
         raise ValueError(f"--model {model} is not a pipeline folder in the Hub format (no model_index.json){hint}")
+    check_generate_arguments(args)  # numbers, files that decode, --output, --device (cli_checks.py)
 
 
 def size_defaults(args: argparse.Namespace, variant: WanTask) -> dict:
@@ -330,11 +356,19 @@ def _dtype(name: str, device):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `wan-diffusers` command; returns the exit status."""
+    """Entry point of the `wan-diffusers` command; returns the exit status.
+
+    An error is one line on stderr (exit status 1; `--debug` shows the traceback); Ctrl-C exits with 130 and
+    SIGTERM with 143, after removing any partial output.
+    """
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors(_run, args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .conversion.command import run_convert
     from .utils.console import progress_on_stderr
 
-    args = build_parser().parse_args(argv)
     if args.command == "convert":
         return run_convert(args)  # shows its own progress
     if args.command == "bench":

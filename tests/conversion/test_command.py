@@ -60,7 +60,7 @@ def test_bad_input_exits_with_status_1_and_a_message(tmp_path, capsys):
     release = build_release(tmp_path / "release", "i2v-14b-720p")  # its tiny CLIP needs --clip-num-heads
     assert run_convert(parse("--checkpoint-dir", str(release), "--output-dir", str(tmp_path / "repo"))) == 1
     err = capsys.readouterr().err
-    assert "error: `clip_num_heads` must be given" in err and "Traceback" not in err
+    assert "error: `--clip-num-heads` must be given" in err and "Traceback" not in err
     assert not (tmp_path / "repo").exists()
 
 

@@ -9,11 +9,22 @@ from pathlib import Path
 
 from diffusers.utils import logging as diffusers_logging
 
+from ..cli_checks import as_flags
 from ..utils.atomic import Terminated, WriteError, os_error_reason
 from ..utils.console import progress_on_stderr
 from .detect import RESOLUTIONS
 
 logger = diffusers_logging.get_logger(__name__)
+CONVERT_DESCRIPTION = """Convert an original Wan 2.1 release folder (as downloaded) into a complete Hub-format pipeline repo
+that `WanPipeline.from_pretrained(OUT)` and `wan-diffusers generate --model OUT` load.
+
+    wan-diffusers convert --checkpoint-dir Wan2.1-T2V-1.3B --output-dir Wan2.1-T2V-1.3B-Diffusers
+    wan-diffusers convert --checkpoint-dir Wan2.1-I2V-14B-480P --output-dir Wan2.1-I2V-14B-480P-Diffusers \\
+        --resolution 480p --dtype bfloat16
+
+The variant is read from the weights. OUT is written under a temporary name and renamed when complete; it must not
+exist, unless --overwrite (which replaces only a pipeline repo, once the new one is complete).
+"""
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -81,7 +92,9 @@ def run_convert(args: argparse.Namespace) -> int:
                 shift=args.shift,
             )
         except ValueError as error:  # bad input (ConversionError included): the message is the whole story
-            logger.error(f"error: {error}")
+            if getattr(args, "debug", False):
+                raise
+            logger.error(f"error: {as_flags(str(error))}")
             return 1
         except OSError as error:  # a full disk, a read-only folder...: `describe_os_error` names the file
             logger.error(f"error: {error if isinstance(error, WriteError) else os_error_reason(error)}")

@@ -2,6 +2,7 @@
 system ffmpeg is needed)."""
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,21 +53,55 @@ def load_image(path: str | os.PathLike) -> PIL.Image.Image:
 
 
 def load_video(path: str | os.PathLike, max_frames: int | None = None) -> list[PIL.Image.Image]:
-    """The frames of a video file (mp4, webm, gif, ... anything ffmpeg reads) as RGB PIL images."""
-    import imageio.v2 as imageio
+    """The frames of a video file (mp4, webm, gif, ... anything ffmpeg reads) as RGB PIL images.
 
+    A file ffmpeg cannot read raises a ValueError with ffmpeg's own reason (not its whole build banner).
+    """
     frames = []
-    reader = imageio.get_reader(path, format="FFMPEG")
-    try:
+    with _video_reader(path, f"`{path}`") as reader:
         for frame in reader:
             frames.append(PIL.Image.fromarray(np.asarray(frame)[..., :3]))
             if max_frames is not None and len(frames) >= max_frames:
                 break
-    finally:
-        reader.close()
     if not frames:
         raise ValueError(f"`{path}` holds no video frames")
     return frames
+
+
+def probe_video(path: str | os.PathLike, name: str) -> None:
+    """Raise a ValueError naming `name` unless `path` is a video with at least one frame that decodes."""
+    if Path(path).suffix.lower() in PIL.Image.registered_extensions() and Path(path).suffix.lower() != ".gif":
+        raise ValueError(f"{name} {path} is an image, not a video; give a video file (mp4, webm, gif, ...)")
+    with _video_reader(path, f"{name} {path}") as reader:
+        try:
+            next(iter(reader))
+        except StopIteration:
+            raise ValueError(f"{name} {path} holds no video frames") from None
+
+
+@contextmanager
+def _video_reader(path, name: str):
+    import imageio.v2 as imageio
+
+    try:
+        reader = imageio.get_reader(path, format="FFMPEG")
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{name} is not a video ffmpeg can read ({_ffmpeg_reason(error)})") from None
+    try:
+        yield reader
+    except (OSError, RuntimeError) as error:
+        raise ValueError(f"{name} is not a video ffmpeg can read ({_ffmpeg_reason(error)})") from None
+    finally:
+        reader.close()
+
+
+def _ffmpeg_reason(error: Exception) -> str:
+    """The line of an imageio-ffmpeg error that says what is wrong, without ffmpeg's version and build banner."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if ":" in line and not line.startswith(("configuration:", "built with", "lib", "ffmpeg version")):
+            return line
+    return lines[-1] if lines else type(error).__name__
 
 
 def _frames_to_uint8(frames) -> np.ndarray:
