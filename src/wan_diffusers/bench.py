@@ -19,7 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
-_DTYPES = ("auto", "bfloat16", "float16", "float32")
+from .utils.dtypes import AUTO, FLOAT_DTYPES, dtype_from_name
+
 _GUIDANCE = ("two-pass", "batched", "off")
 
 
@@ -45,7 +46,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "call (`enable_batched_guidance()`), or off (one call per step)",
     )
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
-    parser.add_argument("--dtype", choices=_DTYPES, default="auto", help="bfloat16 on a GPU, float32 on a CPU (auto)")
+    parser.add_argument(
+        "--dtype", choices=(AUTO, *FLOAT_DTYPES), default=AUTO, help="bfloat16 on a GPU, float32 on a CPU (auto)"
+    )
     parser.add_argument("--attention-backend", default=None, help="diffusers attention backend, e.g. flash, sage")
     parser.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (regional)")
     parser.add_argument(
@@ -144,10 +147,7 @@ def measure(args: argparse.Namespace) -> dict:
     from .utils.flops import peak_tflops, transformer_forward_flops, video_tokens
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.dtype == "auto":
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    else:
-        dtype = getattr(torch, args.dtype)
+    dtype = dtype_from_name(args.dtype, device)
     transformer = load_transformer(args.model, device, dtype, args.random_weights)
     if args.attention_backend:
         transformer.set_attention_backend(args.attention_backend)

@@ -22,12 +22,12 @@ from diffusers.utils import logging as diffusers_logging
 
 from .cli_checks import as_flags, check_generate_arguments, run_reporting_errors
 from .tasks import INPUTS, TASK_NAMES, WanTask, shift_for, variant_for_model
+from .utils.dtypes import AUTO, FLOAT_DTYPES, dtype_from_name
 
 logger = diffusers_logging.get_logger(__name__)
 
 SAMPLERS = ("unipc", "dpm++", "scheduler")
 OFFLOAD_MODES = ("none", "model", "sequential")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Sizes of the offline demo: small enough for a few seconds on a CPU.
 DEMO_DEFAULTS = {"height": 64, "width": 96, "frames": 17, "steps": 4, "max_area": 64 * 96}
 
@@ -147,7 +147,10 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_vram_budget_argument(parser)
     parser.add_argument(
-        "--dtype", choices=DTYPES, default="auto", help="model dtype (auto: bfloat16 on a GPU, float32 on a CPU)"
+        "--dtype",
+        choices=(AUTO, *FLOAT_DTYPES),
+        default=AUTO,
+        help="model dtype (auto: bfloat16 on a GPU, float32 on a CPU)",
     )
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
     parser.add_argument("--fps", type=int, help="frames per second of the file (default: the model's, 16)")
@@ -252,7 +255,7 @@ def _generate(args: argparse.Namespace, variant: WanTask):
     device = distributed.start_distributed(args) or torch.device(
         args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    dtype = _dtype(args.dtype, device)
+    dtype = dtype_from_name(args.dtype, device)
     pipe = _load_pipeline(args, variant, dtype)
     _place(pipe, args, device)
     distributed.parallelize_from_arguments(pipe, args)
@@ -345,14 +348,6 @@ def _video_frames(args: argparse.Namespace, path: Path):
     if usable != len(frames):
         logger.info(f"Using the first {usable} of {len(frames)} frames of {path} (4n + 1 frames)")
     return frames[:usable]
-
-
-def _dtype(name: str, device):
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -417,7 +417,7 @@ def test_an_existing_output_is_kept_unless_overwrite(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"dtype": "fp8"}, "`dtype` must be one of float32, bfloat16, float16"),
+        ({"dtype": "fp8"}, "`dtype` must be one of bfloat16, float16, float32"),
         ({"shift": 0}, "`shift` must be a positive number"),
         ({"max_shard_size": "big"}, "`max_shard_size` must be a size"),
         ({"push_to_hub": "not a repo id"}, "`push_to_hub` must be a Hub repo id"),

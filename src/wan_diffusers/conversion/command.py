@@ -12,6 +12,7 @@ from diffusers.utils import logging as diffusers_logging
 from ..cli_checks import as_flags
 from ..utils.atomic import Terminated, WriteError, os_error_reason
 from ..utils.console import progress_on_stderr
+from ..utils.dtypes import FLOAT_DTYPES
 from .detect import RESOLUTIONS
 
 logger = diffusers_logging.get_logger(__name__)
@@ -25,7 +26,6 @@ that `WanPipeline.from_pretrained(OUT)` and `wan-diffusers generate --model OUT`
 The variant is read from the weights. OUT is written under a temporary name and renamed when complete; it must not
 exist, unless --overwrite (which replaces only a pipeline repo, once the new one is complete).
 """
-_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     )
     parser.add_argument(
         "--dtype",
-        choices=_DTYPES,
+        choices=FLOAT_DTYPES,
         default=None,
         help="store the transformer, text encoder and image encoder in this dtype (default: keep each checkpoint's "
         "own dtype, which is lossless; the VAE always stays float32)",

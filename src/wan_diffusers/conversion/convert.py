@@ -29,6 +29,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.utils import logging
 
 from ..utils import atomic
+from ..utils.dtypes import FLOAT_DTYPES, dtype_from_name
 from .checkpoint_io import TensorReader, parse_size
 from .component import ComponentConversion, meta_model
 from .detect import WanRelease, detect_release
@@ -41,7 +42,6 @@ from .vae import vae_config_from_original, vae_rules
 
 logger = logging.get_logger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Tokenizer folders of the releases hold only tokenizer files; anything that looks like weights is not copied.
 _NOT_TOKENIZER_FILES = (".bin", ".safetensors", ".pth", ".pt", ".h5", ".msgpack", ".onnx")
 
@@ -295,12 +295,13 @@ def _copy_tokenizer(source: Path, destination: Path) -> None:
 
 
 def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+    allowed = {name: dtype_from_name(name) for name in FLOAT_DTYPES}
+    if dtype is None or isinstance(dtype, torch.dtype) and dtype in allowed.values():
         return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
+    if isinstance(dtype, str) and dtype in allowed:
+        return allowed[dtype]
     raise ValueError(
-        f"`dtype` must be one of {', '.join(DTYPES)} or None (keep the checkpoints' dtypes), got {dtype!r}"
+        f"`dtype` must be one of {', '.join(FLOAT_DTYPES)} or None (keep the checkpoints' dtypes), got {dtype!r}"
     )
 
 

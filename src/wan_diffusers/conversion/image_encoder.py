@@ -16,13 +16,11 @@ import re
 
 from transformers import CLIPVisionConfig
 
+from ..pipelines.image_processing import CLIP_MEAN, CLIP_STD
 from .rules import ConversionError, Rule, require_keys
 
 # 16 heads of 80 channels in the released ViT-H/14 (`clip_xlm_roberta_vit_h_14(vision_heads=16)`)
 RELEASED_NUM_HEADS = {1280: 16}
-# OpenAI CLIP normalisation, hard-coded in the original `CLIPModel`
-IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
-IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 
 _I = r"(?P<i>\d+)"
 _WB = r"(?P<param>weight|bias)"
@@ -125,7 +123,7 @@ def image_processor_for(config: CLIPVisionConfig):
         do_rescale=True,
         rescale_factor=1 / 255,
         do_normalize=True,
-        image_mean=IMAGE_MEAN,
-        image_std=IMAGE_STD,
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
         do_convert_rgb=True,
     )

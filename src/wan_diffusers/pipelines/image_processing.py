@@ -27,7 +27,8 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-# OpenAI CLIP normalisation, used by the original for its open-clip ViT-H/14 (`clip.py`).
+# OpenAI CLIP normalisation, which the original applies for its open-clip ViT-H/14 (`_clip` in `wan/modules/clip.py`);
+# the converter writes it into `image_processor/preprocessor_config.json` too.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
