@@ -257,9 +257,9 @@ def _generate(args: argparse.Namespace, variant: WanTask):
     )
     dtype = dtype_from_name(args.dtype, device)
     pipe = _load_pipeline(args, variant, dtype)
-    _place(pipe, args, device)
-    distributed.parallelize_from_arguments(pipe, args)
     task_defaults = size_defaults(args, variant)
+    _place(pipe, args, device, task_defaults)
+    distributed.parallelize_from_arguments(pipe, args)
 
     kwargs = dict(
         prompt=args.prompt,
@@ -323,11 +323,11 @@ def _load_pipeline(args: argparse.Namespace, variant: WanTask, dtype):
     return pipe
 
 
-def _place(pipe, args: argparse.Namespace, device) -> None:
+def _place(pipe, args: argparse.Namespace, device, defaults: dict) -> None:
     if args.vram_budget is not None:
         from .memory.cli import apply_vram_budget
 
-        return apply_vram_budget(pipe, args, device, MODEL_DEFAULTS if args.model else DEMO_DEFAULTS)
+        return apply_vram_budget(pipe, args, device, defaults)
     if args.text_encoder_on_cpu:
         pipe.keep_text_encoder_on_cpu()
     if args.offload == "model":
