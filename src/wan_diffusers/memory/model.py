@@ -197,14 +197,11 @@ UMT5_XXL = dict(
 )
 
 
-def released_memory_model(size: str, dtype: torch.dtype = torch.bfloat16) -> MemoryModel:
-    """The T2V pipeline of a released size ("1.3B", "14B"): DiT and text encoder in `dtype` (the DiT's
-    `_keep_in_fp32_modules` in float32), the VAE in float32, all built on the meta device from the real configs."""
-    from transformers import UMT5Config, UMT5EncoderModel
-
+def released_transformer(size: str, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """The T2V DiT of a released size ("1.3B", "14B") on the meta device, in `dtype` with its
+    `_keep_in_fp32_modules` in float32 (as `from_pretrained(torch_dtype=dtype)` loads it)."""
     from ..conversion.transformer import transformer_config_from_original
     from ..loaders.single_file import WAN_ATTENTION_HEAD_DIM
-    from ..models.autoencoder_kl_wan import AutoencoderKLWan
     from ..models.transformer_wan import WanTransformer3DModel
 
     dim, ffn_dim, num_layers = RELEASED_DITS[size]
@@ -213,11 +210,23 @@ def released_memory_model(size: str, dtype: torch.dtype = torch.bfloat16) -> Mem
     config = transformer_config_from_original(original, {"text_embedding.0.weight": (dim, UMT5_XXL["d_model"])})
     with torch.device("meta"):
         transformer = WanTransformer3DModel.from_config(config)
-        vae = AutoencoderKLWan()  # the defaults are the released VAE's
-        text_encoder = UMT5EncoderModel(UMT5Config(**UMT5_XXL))
     keep = set(transformer._keep_in_fp32_modules)
     for name, parameter in transformer.named_parameters():
         if not keep & set(name.split(".")):
             parameter.data = parameter.data.to(dtype)
+    return transformer
+
+
+def released_memory_model(size: str, dtype: torch.dtype = torch.bfloat16) -> MemoryModel:
+    """The T2V pipeline of a released size ("1.3B", "14B"): DiT (`released_transformer`) and text encoder in
+    `dtype`, the VAE in float32, all built on the meta device from the real configs."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from ..models.autoencoder_kl_wan import AutoencoderKLWan
+
+    transformer = released_transformer(size, dtype)
+    with torch.device("meta"):
+        vae = AutoencoderKLWan()  # the defaults are the released VAE's
+        text_encoder = UMT5EncoderModel(UMT5Config(**UMT5_XXL))
     text_encoder.to(dtype)
     return memory_model_from_components(transformer, vae, text_encoder, compute_dtype=dtype)
