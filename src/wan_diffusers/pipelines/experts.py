@@ -14,6 +14,8 @@ back into the latents before the loop and after every solver step.
 
 import torch
 
+from .checks import check_finite_number
+
 # The original's folder names of the two experts and the pipeline components they become.
 EXPERT_COMPONENTS = {"high_noise_model": "transformer", "low_noise_model": "transformer_2"}
 
@@ -51,6 +53,7 @@ def check_expert_inputs(boundary_ratio, transformer, transformer_2, guidance_sca
             )
         if not isinstance(guidance_scale_2, (int, float)):
             raise ValueError(f"`guidance_scale_2` must be a number, got {guidance_scale_2!r}")
+        check_finite_number("guidance_scale_2", guidance_scale_2)
 
 
 def token_timestep_scale(

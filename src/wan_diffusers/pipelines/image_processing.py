@@ -27,6 +27,8 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from .checks import check_finite_tensor
+
 # OpenAI CLIP normalisation, which the original applies for its open-clip ViT-H/14 (`_clip` in `wan/modules/clip.py`);
 # the converter writes it into `image_processor/preprocessor_config.json` too.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -60,6 +62,7 @@ def image_to_tensor(image, name: str = "image") -> torch.Tensor:
     if tensor.dtype == torch.uint8:
         tensor = tensor.contiguous().to(torch.float32).div(255)
     elif tensor.is_floating_point():
+        check_finite_tensor(name, tensor)
         low, high = tensor.min().item(), tensor.max().item()
         if low < 0 or high > 1:
             raise ValueError(

@@ -27,6 +27,7 @@ from diffusers.video_processor import VideoProcessor
 
 from ..memory.guard import check_call_memory
 from ..memory.planner import VRAMBudgetMixin
+from .checks import check_finite_number, check_finite_tensor, check_generator, check_result, check_sigmas
 from .experts import check_expert_inputs, high_noise_steps, put_image_frame, token_timestep_scale
 from .pipeline_output import WanPipelineOutput
 from .sampling import original_scheduler, scheduler_shift
@@ -506,6 +507,7 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin, VRAMBudgetMixin):
                 f"`{name}` may have at most {self.text_sequence_length} tokens (the model's text length), got "
                 f"{embeds.shape[1]}"
             )
+        check_finite_tensor(name, embeds)
         return embeds.shape[0]
 
     def check_video_inputs(self, height, width, num_frames) -> None:
@@ -549,6 +551,9 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin, VRAMBudgetMixin):
             )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_finite_number("guidance_scale", guidance_scale)
+        check_sigmas(sigmas)
+        check_generator(generator)
 
     def latent_shape(self, batch_size: int, num_channels: int, height: int, width: int, num_frames: int) -> tuple:
         """[B, C, (num_frames - 1) / 4 + 1, height / 8, width / 8]."""
@@ -564,6 +569,7 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin, VRAMBudgetMixin):
         if latents is not None and (not isinstance(latents, torch.Tensor) or tuple(latents.shape) != tuple(shape)):
             got = list(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"`latents` must be a tensor of shape {list(shape)} for these settings, got {got}")
+        check_finite_tensor("latents", latents)
 
     # ------------------------------------------------------------------------------------------------------------
     # The steps of a call
@@ -685,6 +691,8 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin, VRAMBudgetMixin):
                         embeds[name] = callback_outputs.pop(name, embeds[name])
                 progress_bar.update()
         self._current_timestep = None
+        if not self.interrupt:
+            check_result(latents)
         return latents
 
     def _experts_per_step(self, timesteps: torch.Tensor) -> list[tuple[torch.nn.Module, float]]:

@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, UMT5EncoderModel
 
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
 from ..models.transformer_wan import WanTransformer3DModel
+from .checks import check_pixel_values
 from .pipeline_base import WanPipelineBase, document_call
 from .pipeline_output import WanPipelineOutput
 
@@ -93,6 +94,7 @@ class WanVideoToVideoPipeline(WanPipelineBase):
         """Check the input video and preprocess it; returns [N, 3, F, height, width] in [-1, 1] and the size."""
         if video is None:
             raise ValueError(f"`video` is required: {VIDEO_TYPES}")
+        check_pixel_values("video", video)
         try:
             frame_height, frame_width = _frame_size(video)
         except (TypeError, IndexError, AttributeError) as error:
