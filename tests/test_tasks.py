@@ -35,11 +35,46 @@ def test_the_originals_defaults():
     assert by_name["t2v-1.3B"].shift == 5.0  # generate.py; the converter once wrote 8 (the README's advice)
     assert (by_name["i2v-14B-480P"].shift, by_name["i2v-14B-720P"].shift) == (3.0, 5.0)
     assert by_name["flf2v-14B-720P"].shift == by_name["vace-1.3B"].shift == by_name["vace-14B"].shift == 16.0
-    assert {variant.num_inference_steps for variant in TASKS if variant.task == "i2v"} == {40}
-    assert {variant.num_inference_steps for variant in TASKS if variant.task != "i2v"} == {50}
-    assert {variant.guidance_scale for variant in TASKS} == {5.0}  # --sample_guide_scale, passed to every task
-    assert {(variant.num_frames, variant.fps) for variant in TASKS} == {(81, 16)}
+    wan21 = [variant for variant in TASKS if variant.shift_follows_size]
+    assert {variant.num_inference_steps for variant in wan21 if variant.task == "i2v"} == {40}
+    assert {variant.num_inference_steps for variant in wan21 if variant.task != "i2v"} == {50}
+    assert {variant.guidance_scale for variant in wan21} == {5.0}  # --sample_guide_scale, passed to every task
+    assert {(variant.num_frames, variant.fps) for variant in wan21} == {(81, 16)}
     assert TASK_NAMES == ("t2v", "i2v", "flf2v", "v2v", "vace")
+
+
+def test_the_wan22_originals_defaults():
+    """`wan/configs/wan_t2v_A14B.py`, `wan_i2v_A14B.py`, `wan_ti2v_5B.py` of Wan2.2; the guidance tuple there is
+    (low noise, high noise), here (guidance_scale = high, guidance_scale_2 = low) as diffusers names them."""
+    by_name = {variant.name: variant for variant in TASKS}
+    t2v, i2v = by_name["t2v-A14B"], by_name["i2v-A14B"]
+    assert (t2v.shift, t2v.num_inference_steps, t2v.guidance_scale, t2v.guidance_scale_2) == (12.0, 40, 4.0, 3.0)
+    assert (t2v.boundary_ratio, t2v.num_frames, t2v.fps) == (0.875, 81, 16)
+    assert (i2v.shift, i2v.num_inference_steps, i2v.guidance_scale, i2v.guidance_scale_2) == (5.0, 40, 3.5, 3.5)
+    assert i2v.boundary_ratio == 0.9
+    for name in ("ti2v-5B", "ti2v-5B-i2v"):
+        ti2v = by_name[name]
+        assert (ti2v.shift, ti2v.num_inference_steps, ti2v.guidance_scale) == (5.0, 50, 5.0)
+        assert (ti2v.num_frames, ti2v.fps, ti2v.width, ti2v.height, ti2v.expand_timesteps) == (
+            121,
+            24,
+            1280,
+            704,
+            True,
+        )
+    assert not any(by_name[name].shift_follows_size for name in ("t2v-A14B", "i2v-A14B", "ti2v-5B"))
+    assert shift_for("i2v", AREA_480P) == 3.0  # Wan 2.1's size rule is untouched by the Wan 2.2 records
+    # Wan 2.2's I2V uses the shared negative prompt (Wan 2.1's I2V prepends "camera shake")
+    assert i2v.negative_prompt == by_name["t2v-A14B"].negative_prompt != by_name["i2v-14B-480P"].negative_prompt
+
+
+def test_a_wan22_pipeline_folder_of_any_name_gets_its_variant(tmp_path):
+    (tmp_path / "model_index.json").write_text('{"boundary_ratio": 0.875, "expand_timesteps": false}')
+    assert variant_for_model("t2v", str(tmp_path)).name == "t2v-A14B"
+    assert variant_for_model("i2v", str(tmp_path)).name == "i2v-A14B"
+    (tmp_path / "model_index.json").write_text('{"boundary_ratio": null, "expand_timesteps": true}')
+    assert variant_for_model("i2v", str(tmp_path)).name == "ti2v-5B-i2v"
+    assert variant_for_model("flf2v", str(tmp_path)).name == "flf2v-14B-720P"
 
 
 def test_records_are_consistent():
@@ -104,6 +139,7 @@ def test_cli_defaults_are_the_variants(variant, tmp_path, monkeypatch):
         variant.num_inference_steps,
         variant.guidance_scale,
     )
+    assert call.get("guidance_scale_2") == variant.guidance_scale_2  # Wan 2.2 A14B: the low-noise expert's
     if variant.max_area is not None:
         assert call["max_area"] == variant.max_area and call["num_frames"] == variant.num_frames
     elif variant.task in ("t2v", "vace"):
@@ -170,7 +206,7 @@ def readme_task_table() -> str:
     for variant in TASKS:
         guidance = f"{variant.guidance_scale:g}"
         if variant.guidance_scale_2 is not None:
-            guidance = f"{variant.guidance_scale_2:g} high / {guidance} low (boundary {variant.boundary_ratio:g})"
+            guidance = f"{guidance} high / {variant.guidance_scale_2:g} low (boundary {variant.boundary_ratio:g})"
         rows.append(
             f"| {variant.name} | {variant.task} | `{variant.pipeline_class}` | `{variant.hub_id}` | {inputs(variant)} | "
             f"{size(variant)} | {frames(variant)}, {variant.fps} | {variant.num_inference_steps} | {guidance} | "

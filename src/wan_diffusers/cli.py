@@ -116,9 +116,14 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         help="i2v/flf2v without --height/--width: pixel budget, the size follows the image's aspect ratio "
         "(default: the variant's, 480*832 for I2V-480P, 720*1280 for I2V-720P and FLF2V)",
     )
-    parser.add_argument("--frames", type=int, help="number of frames, 4n + 1 (default 81)")
-    parser.add_argument("--steps", type=int, help="denoising steps (default: the original's, 50; 40 for i2v)")
-    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the original's, 5.0)")
+    parser.add_argument("--frames", type=int, help="number of frames, 4n + 1 (default 81; 121 for TI2V-5B)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the original's, 50; 40 for i2v and A14B)")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        help="classifier-free guidance scale, for both experts of a Wan 2.2 A14B model (default: the original's, 5.0; "
+        "T2V-A14B 4.0 high-noise and 3.0 low-noise, I2V-A14B 3.5)",
+    )
     parser.add_argument(
         "--strength", type=float, default=0.8, help="v2v: how much of the video to redo, in (0, 1] (default 0.8)"
     )
@@ -133,7 +138,8 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shift",
         type=float,
-        help="flow shift (default: the original's per task and size: 5; 3 for i2v at 480P; 16 for flf2v and vace)",
+        help="flow shift (default: the original's per task and size: 5; 3 for i2v at 480P; 16 for flf2v and vace; 12 "
+        "for T2V-A14B)",
     )
     parser.add_argument(
         "--offload",
@@ -244,7 +250,7 @@ def _default_shift(args: argparse.Namespace, variant: WanTask) -> float:
         area = args.max_area or defaults["max_area"]
     else:
         area = defaults["height"] * defaults["width"]
-    return shift_for(args.task, area)
+    return shift_for(args.task, area) if variant.shift_follows_size else variant.shift
 
 
 def _generate(args: argparse.Namespace, variant: WanTask):
@@ -268,6 +274,8 @@ def _generate(args: argparse.Namespace, variant: WanTask):
         generator=torch.Generator("cpu").manual_seed(args.seed),
         output_type="np",
     )
+    if variant.boundary_ratio is not None:  # Wan 2.2 A14B: the low-noise expert's guidance; --guidance sets both
+        kwargs["guidance_scale_2"] = variant.guidance_scale_2 if args.guidance is None else args.guidance
     kwargs["num_inference_steps"] = args.steps or task_defaults["steps"]
     if args.task in ("t2v", "i2v", "flf2v") or (args.task == "vace" and args.video is None):
         kwargs["num_frames"] = args.frames or task_defaults["frames"]

@@ -6,13 +6,19 @@ prompt, the offline demo and the examples. A value here is the original's: `gene
 (`_validate_args` for steps, shift and frames, `--sample_guide_scale` for guidance, `SUPPORTED_SIZES` /
 `MAX_AREA_CONFIGS` for sizes) and `wan/configs/` (negative prompts, `sample_fps`, `text_len`).
 
-A Wan 2.2 variant is one more `WanTask(...)` in `TASKS`: two experts set `boundary_ratio` (the fraction of the
-training timesteps above which the high-noise expert runs) and `guidance_scale_2` (the high-noise expert's guidance).
+Wan 2.2 variants come from Wan-Video/Wan2.2 (`wan/configs/wan_t2v_A14B.py`, `wan_i2v_A14B.py`, `wan_ti2v_5B.py`,
+`SUPPORTED_SIZES` in `wan/configs/__init__.py`): their shift does not depend on the size. The A14B models are two
+experts: `boundary_ratio` is the fraction of the training timesteps from which on (`>=`) the high-noise expert runs,
+`guidance_scale` is its guidance and `guidance_scale_2` the low-noise expert's, with diffusers' meaning of the names
+(the original's `sample_guide_scale` tuple is (low, high)). TI2V-5B does text-to-video and image-to-video with one
+model: one record per task, both with `expand_timesteps` (per-token timesteps).
 
 This module imports nothing heavy: the CLI reads it before torch is imported.
 """
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 # `wan/configs/shared_config.py`: `text_len`, the prompt length the text encoder sees (padded with zeros after the
 # prompt's tokens).
@@ -66,11 +72,18 @@ class WanTask:
     fps: int = 16
     required_inputs: tuple[str, ...] = ()
     optional_inputs: tuple[str, ...] = ()
-    # Two-expert models (Wan 2.2 A14B): above `boundary_ratio * 1000` the high-noise expert (`transformer`) runs with
-    # `guidance_scale_2`, below it the low-noise one (`transformer_2`) with `guidance_scale`.
+    # Two-expert models (Wan 2.2 A14B): from `boundary_ratio * 1000` on (`>=`) the high-noise expert (`transformer`)
+    # runs with `guidance_scale`, below it the low-noise one (`transformer_2`) with `guidance_scale_2`.
     boundary_ratio: float | None = None
     guidance_scale_2: float | None = None
+    expand_timesteps: bool = False  # Wan 2.2 TI2V-5B: one timestep per token (a pipeline config field)
     note: str = ""  # advice the original gives beside its defaults, shown in the model card
+
+    @property
+    def shift_follows_size(self) -> bool:
+        """Wan 2.1's `generate.py` picks the default shift from the requested size (`shift_for`); Wan 2.2's always
+        takes its config's `sample_shift`."""
+        return not (self.release or "").startswith("Wan2.2")
 
     @property
     def base_model(self) -> str | None:
@@ -220,6 +233,83 @@ TASKS: tuple[WanTask, ...] = (
     ),
 )
 
+TASKS += (
+    WanTask(
+        name="t2v-A14B",
+        task="t2v",
+        pipeline_class="WanPipeline",
+        release="Wan2.2-T2V-A14B",
+        hub_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+        size="A14B",
+        resolution="720p",
+        shift=12.0,
+        num_inference_steps=40,
+        guidance_scale=4.0,
+        guidance_scale_2=3.0,
+        boundary_ratio=0.875,
+        negative_prompt=NEGATIVE_PROMPT_T2V,
+        height=720,
+        width=1280,
+    ),
+    WanTask(
+        name="i2v-A14B",
+        task="i2v",
+        pipeline_class="WanImageToVideoPipeline",
+        release="Wan2.2-I2V-A14B",
+        hub_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+        size="A14B",
+        resolution="720p",
+        shift=5.0,
+        num_inference_steps=40,
+        guidance_scale=3.5,
+        guidance_scale_2=3.5,
+        boundary_ratio=0.9,
+        negative_prompt=NEGATIVE_PROMPT_T2V,  # Wan 2.2 has one negative prompt for every task
+        height=720,
+        width=1280,
+        max_area=AREA_720P,
+        required_inputs=(IMAGE,),
+    ),
+    WanTask(
+        name="ti2v-5B",
+        task="t2v",
+        pipeline_class="WanPipeline",
+        release="Wan2.2-TI2V-5B",
+        hub_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        size="5B",
+        resolution="720p",
+        shift=5.0,
+        num_inference_steps=50,
+        guidance_scale=5.0,
+        negative_prompt=NEGATIVE_PROMPT_T2V,
+        height=704,
+        width=1280,
+        num_frames=121,
+        fps=24,
+        expand_timesteps=True,
+    ),
+    WanTask(
+        name="ti2v-5B-i2v",
+        task="i2v",
+        pipeline_class="WanImageToVideoPipeline",
+        release="Wan2.2-TI2V-5B",
+        hub_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        size="5B",
+        resolution="720p",
+        shift=5.0,
+        num_inference_steps=50,
+        guidance_scale=5.0,
+        negative_prompt=NEGATIVE_PROMPT_T2V,
+        height=704,
+        width=1280,
+        max_area=704 * 1280,
+        num_frames=121,
+        fps=24,
+        required_inputs=(IMAGE,),
+        expand_timesteps=True,
+    ),
+)
+
 # The CLI's `--task` choices, in the table's order.
 TASK_NAMES: tuple[str, ...] = tuple(dict.fromkeys(variant.task for variant in TASKS))
 
@@ -255,13 +345,36 @@ def variant_for_model(task: str, model: str | None) -> WanTask:
 
     Only the last path component counts, without a `-Diffusers` suffix and ignoring case, so a local copy named like
     the Hub repo (`Wan2.1-I2V-14B-720P-Diffusers/`) or the release folder (`Wan2.1-I2V-14B-720P/`) is recognised.
+    A local pipeline folder of another name that is a Wan 2.2 model (its `model_index.json` has a `boundary_ratio` or
+    `expand_timesteps`) gets that Wan 2.2 variant.
     """
     if model:
         stem = _stem(model)
         for variant in variants(task):
             if stem in {_stem(variant.hub_id), (variant.release or "").lower()}:
                 return variant
+        model_index = Path(model) / "model_index.json"
+        if model_index.is_file():
+            config = json.loads(model_index.read_text())
+            variant = wan22_variant(
+                task,
+                two_experts=config.get("boundary_ratio") is not None,
+                per_token_timesteps=bool(config.get("expand_timesteps")),
+            )
+            if variant is not None:
+                return variant
     return default_variant(task)
+
+
+def wan22_variant(task: str, *, two_experts: bool, per_token_timesteps: bool) -> WanTask | None:
+    """The Wan 2.2 variant of `task` a pipeline runs: the two-expert one (A14B), or the one with per-token timesteps
+    (TI2V-5B); None if `task` has none (or the pipeline is neither)."""
+    for variant in variants(task):
+        if two_experts and variant.boundary_ratio is not None:
+            return variant
+        if per_token_timesteps and variant.expand_timesteps:
+            return variant
+    return None
 
 
 def shift_for(task: str, area: int) -> float:
@@ -270,7 +383,9 @@ def shift_for(task: str, area: int) -> float:
     `generate.py` (`_validate_args`) picks the shift from `--size`, not from the model: I2V gets 3.0 at 480P sizes
     and 5.0 above. For the other tasks every variant has the same shift.
     """
-    return find_variant(task, resolution="480p" if area <= AREA_480P else "720p").shift
+    candidates = tuple(variant for variant in variants(task) if variant.shift_follows_size)
+    resolution = "480p" if area <= AREA_480P else "720p"
+    return next((variant for variant in candidates if variant.resolution == resolution), candidates[0]).shift
 
 
 def _stem(model: str) -> str:

@@ -13,7 +13,8 @@ from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from wan_diffusers import WanPipeline, WanTransformer3DModel, WanVACEPipeline
 from wan_diffusers.pipelines.experts import high_noise_steps
-from wan_diffusers.pipelines.sampling import original_scheduler
+from wan_diffusers.pipelines.sampling import original_scheduler, scheduler_shift
+from wan_diffusers.pipelines.text import DEFAULT_NEGATIVE_PROMPTS
 
 from factories.parity22 import component_references, manifest, parity_pipeline
 from factories.pipelines import call_kwargs, tiny_pipeline, tiny_two_expert_pipeline
@@ -230,3 +231,17 @@ def test_i2v_and_vace_take_two_experts():
     calls = recorded_experts(vace)
     vace(**call_kwargs(output_type="latent", num_frames=5), guidance_scale_2=2.0)
     assert calls == ["transformer", "transformer", "transformer_2", "transformer_2"]
+
+
+def test_use_original_sampling_and_the_negative_prompt_follow_the_wan22_model():
+    """The official A14B Diffusers repos carry a shift-3 scheduler; the original samples T2V-A14B with 12 and
+    I2V-A14B with 5. Wan 2.2's I2V default negative prompt is the shared one (Wan 2.1's I2V adds "camera shake")."""
+    t2v, i2v = tiny_two_expert_pipeline(), tiny_two_expert_pipeline("i2v")
+    for pipe, shift in ((t2v, 12.0), (i2v, 5.0)):
+        pipe.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3)
+        pipe.use_original_sampling("unipc")
+        assert scheduler_shift(pipe.scheduler) == shift
+    encoded = []
+    i2v._get_t5_prompt_embeds = lambda text, *args: encoded.append(text) or torch.zeros(1, 4, 16)
+    i2v.encode_prompt("a cat")
+    assert encoded[1] == [DEFAULT_NEGATIVE_PROMPTS["t2v"]] != [DEFAULT_NEGATIVE_PROMPTS["i2v"]]

@@ -178,7 +178,11 @@ The weights are released by the Wan team under the Apache 2.0 license; see the o
 def _defaults(info: ModelCardInfo) -> str:
     """The original's sampling defaults for this release, as a sentence (from `wan_diffusers.tasks`)."""
     variant = info.variant
-    shifts = {other.resolution: other.shift for other in tasks.variants(info.task)}
+    shifts = {  # Wan 2.1 picks the shift from the size; Wan 2.2 has one per model
+        other.resolution: other.shift for other in tasks.variants(info.task) if other.shift_follows_size
+    }
+    if not variant.shift_follows_size:
+        shifts = {variant.resolution: variant.shift}
     by_resolution = (
         " (" + ", ".join(f"{shift:g} at {resolution.upper()}" for resolution, shift in shifts.items()) + ")"
         if len(set(shifts.values())) > 1
@@ -189,7 +193,10 @@ def _defaults(info: ModelCardInfo) -> str:
         f"{variant.num_inference_steps} steps and guidance scale {variant.guidance_scale:g}"
     )
     if variant.guidance_scale_2 is not None:
-        sentence += f" ({variant.guidance_scale_2:g} for the high-noise expert)"
+        sentence += (
+            f" for the high-noise expert (`transformer`) and {variant.guidance_scale_2:g} for the low-noise one "
+            f"(`transformer_2`, `guidance_scale_2`), which takes over below timestep {variant.boundary_ratio * 1000:g}"
+        )
     return sentence + (f"; {variant.note}." if variant.note else ".")
 
 

@@ -27,6 +27,7 @@ from diffusers.video_processor import VideoProcessor
 
 from ..memory.guard import check_call_memory
 from ..memory.planner import VRAMBudgetMixin
+from ..tasks import wan22_variant
 from .checks import check_finite_number, check_finite_tensor, check_generator, check_result, check_sigmas
 from .experts import check_expert_inputs, high_noise_steps, put_image_frame, token_timestep_scale
 from .pipeline_output import WanPipelineOutput
@@ -199,11 +200,16 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin, VRAMBudgetMixin):
 
         Replaces `self.scheduler` with diffusers' UniPC or DPM-Solver++ set up with the original sigma schedule
         (`wan_diffusers.pipelines.sampling`); `--sample_steps` is `num_inference_steps` of the call. `shift` defaults
-        to the current scheduler's shift. With the original's inputs, the final latents then match the original
-        within float32 rounding.
+        to the current scheduler's shift; for a Wan 2.2 pipeline (two experts, or per-token timesteps) to the
+        original's for that model (12 for T2V-A14B, 5 for I2V-A14B and TI2V-5B: official Diffusers repos of the A14B
+        models carry 3.0). With the original's inputs, the final latents then match the original within float32
+        rounding; the A14B experts switch at the same step as in the original.
 
         Example: `pipe.use_original_sampling("unipc", shift=5.0)`.
         """
+        variant = self._wan22_variant()
+        if shift is None and variant is not None:
+            shift = variant.shift
         if shift is None:
             shift = scheduler_shift(self.scheduler)
             if shift is None:
@@ -306,6 +312,15 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin, VRAMBudgetMixin):
     def do_classifier_free_guidance(self) -> bool:
         # With two experts, guidance runs when either expert's scale asks for it (diffusers reads only the first).
         return self._guidance_scale > 1.0 or (self.guidance_scale_2 or 0.0) > 1.0
+
+    def _wan22_variant(self):
+        """The Wan 2.2 record of `wan_diffusers.tasks` this pipeline runs (two experts, or per-token timesteps)."""
+        config = self.config
+        two_experts = config.get("boundary_ratio") is not None
+        per_token = bool(config.get("expand_timesteps"))
+        if not (two_experts or per_token):
+            return None
+        return wan22_variant(self.task, two_experts=two_experts, per_token_timesteps=per_token)
 
     @property
     def _dit(self):
@@ -419,7 +434,8 @@ class WanPipelineBase(DiffusionPipeline, WanLoraLoaderMixin, VRAMBudgetMixin):
         if negative_prompt_embeds is None:
             batch_size = prompt_embeds.shape[0] // num_videos_per_prompt
             if negative_prompt is None:
-                negative_prompt = DEFAULT_NEGATIVE_PROMPTS[self.task]
+                variant = self._wan22_variant()
+                negative_prompt = DEFAULT_NEGATIVE_PROMPTS[self.task] if variant is None else variant.negative_prompt
             if isinstance(negative_prompt, str):
                 negative_prompt = [negative_prompt] * batch_size
             negative_prompt_embeds = self._get_t5_prompt_embeds(
