@@ -111,15 +111,18 @@ def test_released_configs_from_shapes():
     """The released DiTs' configs follow from their shapes (built on the meta device, no weights)."""
     from factories.original_release import original_dit_shapes
 
-    for dim, ffn_dim, num_layers, heads in ((1536, 8960, 30, 12), (5120, 13824, 40, 40)):
-        shapes = original_dit_shapes(dim=dim, ffn_dim=ffn_dim, num_layers=num_layers)
-        config = original_config_from_shapes(shapes)
-        assert (config["num_heads"], config["num_layers"], config["ffn_dim"], config["in_dim"]) == (
-            heads,
-            num_layers,
-            ffn_dim,
-            16,
+    # Wan 2.1 1.3B and 14B (the Wan 2.2 A14B experts have the 14B's shapes), Wan 2.2 TI2V-5B (48 latent channels)
+    for dim, ffn_dim, num_layers, heads, channels in (
+        (1536, 8960, 30, 12, 16),
+        (5120, 13824, 40, 40, 16),
+        (3072, 14336, 30, 24, 48),
+    ):
+        shapes = original_dit_shapes(
+            dim=dim, ffn_dim=ffn_dim, num_layers=num_layers, in_dim=channels, out_dim=channels
         )
+        config = original_config_from_shapes(shapes)
+        found = (config["num_heads"], config["num_layers"], config["ffn_dim"], config["in_dim"], config["out_dim"])
+        assert found == (heads, num_layers, ffn_dim, channels, channels)
 
 
 def _fp8_scaled(state_dict):
@@ -214,3 +217,31 @@ def test_gguf_stays_quantized(tmp_path):
     torch.testing.assert_close(_output(quantized, inputs), _output(dequantized, inputs), rtol=1e-5, atol=1e-5)
     # Q8_0: 8 bits per weight with a scale per 32: measured 2.0e-3 relative (L2); bound 1e-2 (Q4_0: 3.0e-2).
     assert _relative_error(_output(quantized, inputs), _output(reference, inputs)) < 1e-2
+
+
+@pytest.mark.parametrize("model", ["t2v-a14b", "i2v-a14b", "ti2v-5b"])
+def test_wan22_dits(tmp_path, model):
+    """The Wan 2.2 experts and TI2V-5B have Wan 2.1's keys: ComfyUI's single files of them load the same way."""
+    from factories import parity22
+
+    for name, folder in parity22.dit_folders(model).items():
+        reference = parity22.parity_transformer(folder)
+        reference.save_pretrained(tmp_path / name)
+        path = tmp_path / f"wan2.2_{model}_{name}.safetensors"
+        save_file({COMFY + k: v for k, v in parity22.original_dit_state_dict(folder).items()}, path)
+        _assert_same_weights(WanTransformer3DModel.from_single_file(path, config=tmp_path / name), reference)
+
+
+def test_wan22_vae_config_from_shapes(tmp_path):
+    from wan_diffusers.conversion.vae import convert_vae_state_dict
+
+    from factories import parity22
+
+    state_dict = parity22.original_component_state_dict("Wan2.2_VAE.pth")
+    torch.save(state_dict, tmp_path / "Wan2.2_VAE.pth")
+    vae = AutoencoderKLWan.from_single_file(tmp_path / "Wan2.2_VAE.pth")
+    assert vae.config.z_dim == 48 and vae.config.is_residual
+    expected = convert_vae_state_dict(state_dict)
+    assert vae.state_dict().keys() == expected.keys()
+    for key, value in vae.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
