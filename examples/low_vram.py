@@ -50,7 +50,9 @@ def main(argv=None):
     video = pipe(prompt=args.prompt, generator=torch.Generator("cpu").manual_seed(0), **settings).frames[0]
     if device.type == "cuda":
         measured = torch.cuda.max_memory_reserved()
-        print(f"peak GPU memory: {measured / 1e9:.2f} GB reserved by PyTorch, estimated {plan.peak_bytes / 1e9:.2f} GB")
+        print(
+            f"peak GPU memory: {measured / 1e9:.2f} GB reserved by PyTorch, estimated {plan.peak_bytes / 1e9:.2f} GB"
+        )
     print(f"wrote {export_to_mp4(video, args.output, fps=16)}")
 
 
