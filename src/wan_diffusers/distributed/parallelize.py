@@ -13,6 +13,7 @@ import torch.distributed as dist
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.utils import logging
 
+from ..hooks.text_encoder_on_cpu import is_kept_on_cpu
 from .attention import accelerator_count_at_least_one, register_math_attention_with_lse
 from .cfg_parallel import apply_cfg_parallel
 from .layout import ParallelLayout
@@ -85,7 +86,7 @@ def parallelize_pipeline(pipe, layout: ParallelLayout) -> None:
     if layout.cfg_parallel:
         pipe.enable_batched_guidance()
     if layout.fsdp and getattr(pipe, "text_encoder", None) is not None:
-        if getattr(pipe, "_text_encoder_on_cpu", False):
+        if is_kept_on_cpu(pipe.text_encoder):
             raise ValueError("FSDP shards the text encoder over the ranks' devices: don't keep it on the CPU too")
         shard_text_encoder(pipe.text_encoder, meshes["fsdp"])
 

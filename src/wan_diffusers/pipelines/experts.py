@@ -14,6 +14,7 @@ back into the latents before the loop and after every solver step.
 
 import torch
 
+from ..tasks import WanTask, wan22_variant
 from .checks import check_finite_number
 
 # The original's folder names of the two experts and the pipeline components they become.
@@ -80,3 +81,13 @@ def put_image_frame(latents: torch.Tensor, image_latent: torch.Tensor) -> torch.
     """
     image_latent = image_latent.to(latents).expand(latents.shape[0], -1, -1, -1, -1)
     return torch.cat([image_latent, latents[:, :, 1:]], dim=2)
+
+
+def wan22_variant_of(pipe) -> WanTask | None:
+    """The Wan 2.2 record of `wan_diffusers.tasks` a pipeline runs (two experts, or per-token timesteps), from its
+    `task` and config; None for Wan 2.1."""
+    two_experts = pipe.config.get("boundary_ratio") is not None
+    per_token = bool(pipe.config.get("expand_timesteps"))
+    if not (two_experts or per_token):
+        return None
+    return wan22_variant(pipe.task, two_experts=two_experts, per_token_timesteps=per_token)

@@ -10,32 +10,8 @@ from transformers import AutoTokenizer, UMT5EncoderModel
 
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
 from ..models.transformer_wan import WanTransformer3DModel
-from .pipeline_base import WanPipelineBase, document_call
+from .pipeline_base import WanPipelineBase
 from .pipeline_output import WanPipelineOutput
-
-EXAMPLE_DOC_STRING = """
-    Examples:
-        ```py
-        >>> import torch
-        >>> from diffusers.utils import export_to_video
-        >>> from wan_diffusers import WanPipeline
-
-        >>> pipe = WanPipeline.from_pretrained("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", torch_dtype=torch.bfloat16)
-        >>> pipe.vae.to(torch.float32)
-        >>> pipe.use_original_sampling("unipc", shift=5.0)  # sample exactly like the original generate.py
-        >>> pipe.enable_model_cpu_offload()
-
-        >>> video = pipe(
-        ...     "A cat walks on the grass, realistic style.",
-        ...     height=480,
-        ...     width=832,
-        ...     num_frames=81,
-        ...     guidance_scale=5.0,
-        ...     generator=torch.Generator().manual_seed(0),
-        ... ).frames[0]
-        >>> export_to_video(video, "t2v.mp4", fps=16)
-        ```
-"""
 
 
 class WanPipeline(WanPipelineBase):
@@ -103,15 +79,6 @@ class WanPipeline(WanPipelineBase):
         self._init_video_processor()
 
     @torch.no_grad()
-    @document_call(
-        EXAMPLE_DOC_STRING,
-        height=("`int`", "Video height in pixels, a multiple of 16."),
-        width=("`int`", "Video width in pixels, a multiple of 16."),
-        num_frames=(
-            "`int`",
-            "Number of frames, of the form 4n + 1 (81 frames are 5 s at 16 fps); other values raise a ValueError.",
-        ),
-    )
     def __call__(
         self,
         prompt: str | list[str] | None = None,
@@ -142,8 +109,72 @@ class WanPipeline(WanPipelineBase):
         Generate videos from text.
 
         Args:
+            prompt (`str` or `list[str]`, *optional*):
+                The prompt or prompts. Pass `prompt_embeds` instead to skip the text encoder.
+            negative_prompt (`str` or `list[str]`, *optional*):
+                What to steer away from, used when `guidance_scale > 1`. `None` selects the original Wan2.1 default
+                negative prompt of the task (diffusers uses `""`); pass `""` for an empty one.
+            height (`int`, defaults to `480`):
+                Video height in pixels, a multiple of 16.
+            width (`int`, defaults to `832`):
+                Video width in pixels, a multiple of 16.
+            num_frames (`int`, defaults to `81`):
+                Number of frames, of the form 4n + 1 (81 frames are 5 s at 16 fps); other values raise a ValueError.
+            num_inference_steps (`int`, defaults to `50`):
+                Denoising steps.
+            guidance_scale (`float`, defaults to `5.0`):
+                Classifier-free guidance scale; guidance (a second DiT call per step) is on when it is above 1.
+            guidance_scale_2 (`float`, *optional*):
+                Two-expert pipelines (Wan 2.2 A14B): the guidance of the low-noise expert `transformer_2`, while
+                `guidance_scale` is the high-noise expert's (`transformer`); `None` uses `guidance_scale`. The
+                original's defaults, as (guidance_scale, guidance_scale_2): T2V-A14B (4.0, 3.0), I2V-A14B (3.5, 3.5).
+            num_videos_per_prompt (`int`, defaults to `1`):
+                Videos generated for each prompt.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Random generator(s) for the start noise; a list needs one generator per video.
+            latents (`torch.Tensor`, *optional*):
+                Start noise [B, 16, (num_frames - 1) / 4 + 1, height / 8, width / 8] instead of drawing it.
+            prompt_embeds (`torch.Tensor`, *optional*):
+                Text embeddings [B, L <= 512, text_dim] instead of `prompt` (zero-padded to 512 rows by the model).
+            negative_prompt_embeds (`torch.Tensor`, *optional*):
+                Negative text embeddings [B, L', text_dim] instead of `negative_prompt`; L' may differ from L.
+            output_type (`str`, defaults to `"np"`):
+                `"np"`, `"pil"`, `"pt"` or `"latent"` (the normalised latents, not decoded).
+            return_dict (`bool`, defaults to `True`):
+                Return a [`WanPipelineOutput`] instead of a tuple.
+            attention_kwargs (`dict`, *optional*):
+                Passed to the transformer, e.g. `{"scale": 0.8}` for LoRA adapters.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
+                Called after every step as `callback_on_step_end(pipe, step, timestep, callback_kwargs)`; the tensors
+                of the returned dict (`latents`, `prompt_embeds`, `negative_prompt_embeds`) replace the current ones.
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`):
+                Which tensors `callback_kwargs` holds, from `pipe._callback_tensor_inputs`.
+            max_sequence_length (`int`, defaults to `512`):
+                Tokens per prompt, at most 512.
+            sigmas (`list[float]`, *optional*):
+                Custom sigmas in (0, 1], before the scheduler's shift, instead of `num_inference_steps`.
 
         Examples:
+            ```py
+            >>> import torch
+            >>> from diffusers.utils import export_to_video
+            >>> from wan_diffusers import WanPipeline
+
+            >>> pipe = WanPipeline.from_pretrained("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", torch_dtype=torch.bfloat16)
+            >>> pipe.vae.to(torch.float32)
+            >>> pipe.use_original_sampling("unipc", shift=5.0)  # sample exactly like the original generate.py
+            >>> pipe.enable_model_cpu_offload()
+
+            >>> video = pipe(
+            ...     "A cat walks on the grass, realistic style.",
+            ...     height=480,
+            ...     width=832,
+            ...     num_frames=81,
+            ...     guidance_scale=5.0,
+            ...     generator=torch.Generator().manual_seed(0),
+            ... ).frames[0]
+            >>> export_to_video(video, "t2v.mp4", fps=16)
+            ```
 
         Returns:
             [`WanPipelineOutput`] or `tuple`: the videos in `frames`, or `(frames,)` when `return_dict` is `False`.

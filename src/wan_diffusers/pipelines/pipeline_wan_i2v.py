@@ -23,39 +23,8 @@ from .image_processing import (
     resize_bicubic,
     size_from_max_area,
 )
-from .pipeline_base import WanPipelineBase, document_call
+from .pipeline_base import WanPipelineBase
 from .pipeline_output import WanPipelineOutput
-
-EXAMPLE_DOC_STRING = """
-    Examples:
-        ```py
-        >>> import torch
-        >>> from diffusers.utils import export_to_video, load_image
-        >>> from wan_diffusers import WanImageToVideoPipeline
-
-        >>> pipe = WanImageToVideoPipeline.from_pretrained(
-        ...     "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", torch_dtype=torch.bfloat16
-        ... )
-        >>> pipe.vae.to(torch.float32)
-        >>> pipe.use_original_sampling("unipc", shift=3.0)  # the original's 480P setting
-        >>> pipe.enable_model_cpu_offload()
-
-        >>> image = load_image(
-        ...     "https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/diffusers/astronaut.jpg"
-        ... )
-        >>> video = pipe(
-        ...     image,
-        ...     "An astronaut hatching from an egg, on the surface of the moon.",
-        ...     max_area=480 * 832,  # the size follows the image's aspect ratio, as in the original
-        ...     num_frames=81,
-        ...     num_inference_steps=40,
-        ...     guidance_scale=5.0,
-        ... ).frames[0]
-        >>> export_to_video(video, "i2v.mp4", fps=16)
-
-        >>> # First-last-frame-to-video with Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers: pass `last_image=...` too.
-        ```
-"""
 
 
 class WanImageToVideoPipeline(WanPipelineBase):
@@ -225,41 +194,6 @@ class WanImageToVideoPipeline(WanPipelineBase):
         return self.encode_video(frame[None, :, None])
 
     @torch.no_grad()
-    @document_call(
-        EXAMPLE_DOC_STRING,
-        image=(
-            "`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`",
-            "The first frame: a PIL image, a numpy array [H, W, 3] (uint8, or float in [0, 1]) or a tensor [3, H, W] "
-            "(uint8, or float in [0, 1]). One image conditions every prompt of the call.",
-            "required",
-        ),
-        height=(
-            "`int`",
-            "Video height in pixels, a multiple of 16; give it together with `width`, or leave both out to use "
-            "`max_area`.",
-        ),
-        width=("`int`", "Video width in pixels, a multiple of 16."),
-        num_frames=(
-            "`int`",
-            "Number of frames, of the form 4n + 1 (at least 5 with `last_image`); other values raise a ValueError.",
-        ),
-        num_inference_steps=("`int`", "Denoising steps (the original uses 40 for I2V and 50 for FLF2V)."),
-        image_embeds=(
-            "`torch.Tensor`",
-            "CLIP tokens [1, 257, image_dim] ([2, 257, image_dim] for FLF2V: first then last frame) instead of "
-            "running the image encoder; shared by every video of the call.",
-        ),
-        last_image=(
-            "`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`",
-            "The last frame, for first-last-frame models (FLF2V). It is resized to the video size like `image` (the "
-            "original centre-crops a differently sized last frame without resizing it).",
-        ),
-        max_area=(
-            "`int`",
-            "Pixel budget when `height` and `width` are not given: the size follows the image's aspect ratio by the "
-            "original rule (480 * 832; 720 * 1280 for the 720P models).",
-        ),
-    )
     def __call__(
         self,
         image: PIL.Image.Image | torch.Tensor | None = None,
@@ -294,8 +228,92 @@ class WanImageToVideoPipeline(WanPipelineBase):
         Generate videos that start from an image (and, for FLF2V, end on another).
 
         Args:
+            image (`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`, required):
+                The first frame: a PIL image, a numpy array [H, W, 3] (uint8, or float in [0, 1]) or a tensor [3, H, W]
+                (uint8, or float in [0, 1]). One image conditions every prompt of the call.
+            prompt (`str` or `list[str]`, *optional*):
+                The prompt or prompts. Pass `prompt_embeds` instead to skip the text encoder.
+            negative_prompt (`str` or `list[str]`, *optional*):
+                What to steer away from, used when `guidance_scale > 1`. `None` selects the original Wan2.1 default
+                negative prompt of the task (diffusers uses `""`); pass `""` for an empty one.
+            height (`int`, *optional*):
+                Video height in pixels, a multiple of 16; give it together with `width`, or leave both out to use
+                `max_area`.
+            width (`int`, *optional*):
+                Video width in pixels, a multiple of 16.
+            num_frames (`int`, defaults to `81`):
+                Number of frames, of the form 4n + 1 (at least 5 with `last_image`); other values raise a ValueError.
+            num_inference_steps (`int`, defaults to `50`):
+                Denoising steps (the original uses 40 for I2V and 50 for FLF2V).
+            guidance_scale (`float`, defaults to `5.0`):
+                Classifier-free guidance scale; guidance (a second DiT call per step) is on when it is above 1.
+            guidance_scale_2 (`float`, *optional*):
+                Two-expert pipelines (Wan 2.2 A14B): the guidance of the low-noise expert `transformer_2`, while
+                `guidance_scale` is the high-noise expert's (`transformer`); `None` uses `guidance_scale`. The
+                original's defaults, as (guidance_scale, guidance_scale_2): T2V-A14B (4.0, 3.0), I2V-A14B (3.5, 3.5).
+            num_videos_per_prompt (`int`, defaults to `1`):
+                Videos generated for each prompt.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Random generator(s) for the start noise; a list needs one generator per video.
+            latents (`torch.Tensor`, *optional*):
+                Start noise [B, 16, (num_frames - 1) / 4 + 1, height / 8, width / 8] instead of drawing it.
+            prompt_embeds (`torch.Tensor`, *optional*):
+                Text embeddings [B, L <= 512, text_dim] instead of `prompt` (zero-padded to 512 rows by the model).
+            negative_prompt_embeds (`torch.Tensor`, *optional*):
+                Negative text embeddings [B, L', text_dim] instead of `negative_prompt`; L' may differ from L.
+            image_embeds (`torch.Tensor`, *optional*):
+                CLIP tokens [1, 257, image_dim] ([2, 257, image_dim] for FLF2V: first then last frame) instead of
+                running the image encoder; shared by every video of the call.
+            last_image (`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`, *optional*):
+                The last frame, for first-last-frame models (FLF2V). It is resized to the video size like `image` (the
+                original centre-crops a differently sized last frame without resizing it).
+            output_type (`str`, defaults to `"np"`):
+                `"np"`, `"pil"`, `"pt"` or `"latent"` (the normalised latents, not decoded).
+            return_dict (`bool`, defaults to `True`):
+                Return a [`WanPipelineOutput`] instead of a tuple.
+            attention_kwargs (`dict`, *optional*):
+                Passed to the transformer, e.g. `{"scale": 0.8}` for LoRA adapters.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
+                Called after every step as `callback_on_step_end(pipe, step, timestep, callback_kwargs)`; the tensors
+                of the returned dict (`latents`, `prompt_embeds`, `negative_prompt_embeds`) replace the current ones.
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`):
+                Which tensors `callback_kwargs` holds, from `pipe._callback_tensor_inputs`.
+            max_sequence_length (`int`, defaults to `512`):
+                Tokens per prompt, at most 512.
+            sigmas (`list[float]`, *optional*):
+                Custom sigmas in (0, 1], before the scheduler's shift, instead of `num_inference_steps`.
+            max_area (`int`, defaults to `399360`):
+                Pixel budget when `height` and `width` are not given: the size follows the image's aspect ratio by the
+                original rule (480 * 832; 720 * 1280 for the 720P models).
 
         Examples:
+            ```py
+            >>> import torch
+            >>> from diffusers.utils import export_to_video, load_image
+            >>> from wan_diffusers import WanImageToVideoPipeline
+
+            >>> pipe = WanImageToVideoPipeline.from_pretrained(
+            ...     "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", torch_dtype=torch.bfloat16
+            ... )
+            >>> pipe.vae.to(torch.float32)
+            >>> pipe.use_original_sampling("unipc", shift=3.0)  # the original's 480P setting
+            >>> pipe.enable_model_cpu_offload()
+
+            >>> image = load_image(
+            ...     "https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/diffusers/astronaut.jpg"
+            ... )
+            >>> video = pipe(
+            ...     image,
+            ...     "An astronaut hatching from an egg, on the surface of the moon.",
+            ...     max_area=480 * 832,  # the size follows the image's aspect ratio, as in the original
+            ...     num_frames=81,
+            ...     num_inference_steps=40,
+            ...     guidance_scale=5.0,
+            ... ).frames[0]
+            >>> export_to_video(video, "i2v.mp4", fps=16)
+
+            >>> # First-last-frame-to-video with Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers: pass `last_image=...` too.
+            ```
 
         Returns:
             [`WanPipelineOutput`] or `tuple`: the videos in `frames`, or `(frames,)` when `return_dict` is `False`.

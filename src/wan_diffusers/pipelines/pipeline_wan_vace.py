@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, UMT5EncoderModel
 
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
 from ..models.transformer_wan_vace import WanVACETransformer3DModel
-from .pipeline_base import WanPipelineBase, document_call
+from .pipeline_base import WanPipelineBase
 from .pipeline_output import WanPipelineOutput
 from .vace_inputs import (
     mask_to_tensor,
@@ -22,36 +22,6 @@ from .vace_inputs import (
     vace_context,
     video_to_tensor,
 )
-
-EXAMPLE_DOC_STRING = """
-    Examples:
-        ```py
-        >>> import torch
-        >>> from diffusers.utils import export_to_video, load_image, load_video
-        >>> from wan_diffusers import WanVACEPipeline
-
-        >>> pipe = WanVACEPipeline.from_pretrained("Wan-AI/Wan2.1-VACE-1.3B-diffusers", torch_dtype=torch.bfloat16)
-        >>> pipe.vae.to(torch.float32)
-        >>> pipe.use_original_sampling("unipc", shift=16.0)  # the original generate.py's VACE setting
-        >>> pipe.enable_model_cpu_offload()
-
-        >>> # reference-to-video with two references (kept in this order, as the original does)
-        >>> video = pipe(
-        ...     "A man in a red jacket walks his dog along the beach at sunset.",
-        ...     reference_images=[load_image("man.png"), load_image("dog.png")],
-        ...     height=480,
-        ...     width=832,
-        ...     num_frames=81,
-        ... ).frames[0]
-        >>> export_to_video(video, "r2v.mp4", fps=16)
-
-        >>> # control: any preprocessed control video (depth, pose, edges, grayscale...) as `video`
-        >>> video = pipe("A robot dancing in a neon city.", video=load_video("pose.mp4")[:81]).frames[0]
-
-        >>> # masked editing: white (1) = regenerate, black (0) = keep
-        >>> video = pipe("A cat on the sofa.", video=load_video("room.mp4")[:81], mask=load_video("mask.mp4")[:81])
-        ```
-"""
 
 
 class WanVACEPipeline(WanPipelineBase):
@@ -192,55 +162,6 @@ class WanVACEPipeline(WanPipelineBase):
         return context[None]
 
     @torch.no_grad()
-    @document_call(
-        EXAMPLE_DOC_STRING,
-        video=(
-            "`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`",
-            "Source or control frames: a list of PIL images / numpy arrays [H, W, 3] / tensors [3, H, W], or a numpy "
-            "array [F, H, W, 3] or tensor [F, 3, H, W] (values in [0, 1], or uint8). With a mask, the unmasked parts "
-            "are kept and the masked parts regenerated; without one, the whole video is a control signal (depth, "
-            "pose, flow, grayscale, line drawings...). Resized to cover `height` x `width` and centre-cropped when "
-            "its size differs. Left out: all zeros (plain generation).",
-        ),
-        mask=(
-            "same forms as `video`, one channel read",
-            "Per-pixel, per-frame mask in [0, 1] (uint8 / 255): 1 (white) = generate, 0 (black) = keep; the frame "
-            "split uses `mask > 0.5`, the model also sees the raw values. Must match `video`'s frame count and size. "
-            "Left out: all ones.",
-        ),
-        reference_images=(
-            "`PIL.Image.Image` or a list of images",
-            "Subjects or backgrounds to appear in the video (a PIL image, numpy array [H, W, 3] or tensor [3, H, W] "
-            "each), in this order (diffusers reverses two or more); each is fitted into a white canvas of the video "
-            "size.",
-        ),
-        conditioning_scale=(
-            "`float`, `list[float]` or `torch.Tensor`",
-            "Strength of the control hints: one number (the original's `context_scale`) or one per entry of "
-            "`transformer.config.vace_layers`.",
-        ),
-        height=(
-            "`int`",
-            "Video height in pixels, a multiple of 16. Defaults to the video's (or mask's) height rounded down to a "
-            "multiple of 16, or 480.",
-        ),
-        width=("`int`", "Video width in pixels, a multiple of 16; defaults likewise, or 832."),
-        num_frames=(
-            "`int`",
-            "Number of frames, of the form 4n + 1. Defaults to the video's (or mask's) frame count, or 81.",
-        ),
-        num_videos_per_prompt=("`int`", "Videos generated for each prompt (all with the same conditioning)."),
-        latents=(
-            "`torch.Tensor`",
-            "Start noise [B, 16, n_ref + (num_frames - 1) / 4 + 1, height / 8, width / 8] instead of drawing it (one "
-            "latent frame per reference image in front, as in the original).",
-        ),
-        output_type=(
-            "`str`",
-            '`"np"`, `"pil"`, `"pt"` or `"latent"`. The decoded video leaves out the reference frames; the latents '
-            "keep them (the original's final latents).",
-        ),
-    )
     def __call__(
         self,
         prompt: str | list[str] | None = None,
@@ -275,8 +196,98 @@ class WanVACEPipeline(WanPipelineBase):
         Generate or edit a video under a prompt, a source or control video, a mask and reference images.
 
         Args:
+            prompt (`str` or `list[str]`, *optional*):
+                The prompt or prompts. Pass `prompt_embeds` instead to skip the text encoder.
+            negative_prompt (`str` or `list[str]`, *optional*):
+                What to steer away from, used when `guidance_scale > 1`. `None` selects the original Wan2.1 default
+                negative prompt of the task (diffusers uses `""`); pass `""` for an empty one.
+            video (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`, *optional*):
+                Source or control frames: a list of PIL images / numpy arrays [H, W, 3] / tensors [3, H, W], or a numpy
+                array [F, H, W, 3] or tensor [F, 3, H, W] (values in [0, 1], or uint8). With a mask, the unmasked parts
+                are kept and the masked parts regenerated; without one, the whole video is a control signal (depth,
+                pose, flow, grayscale, line drawings...). Resized to cover `height` x `width` and centre-cropped when
+                its size differs. Left out: all zeros (plain generation).
+            mask (same forms as `video`, one channel read, *optional*):
+                Per-pixel, per-frame mask in [0, 1] (uint8 / 255): 1 (white) = generate, 0 (black) = keep; the frame
+                split uses `mask > 0.5`, the model also sees the raw values. Must match `video`'s frame count and size.
+                Left out: all ones.
+            reference_images (`PIL.Image.Image` or a list of images, *optional*):
+                Subjects or backgrounds to appear in the video (a PIL image, numpy array [H, W, 3] or tensor [3, H, W]
+                each), in this order (diffusers reverses two or more); each is fitted into a white canvas of the video
+                size.
+            conditioning_scale (`float`, `list[float]` or `torch.Tensor`, defaults to `1.0`):
+                Strength of the control hints: one number (the original's `context_scale`) or one per entry of
+                `transformer.config.vace_layers`.
+            height (`int`, *optional*):
+                Video height in pixels, a multiple of 16. Defaults to the video's (or mask's) height rounded down to a
+                multiple of 16, or 480.
+            width (`int`, *optional*):
+                Video width in pixels, a multiple of 16; defaults likewise, or 832.
+            num_frames (`int`, *optional*):
+                Number of frames, of the form 4n + 1. Defaults to the video's (or mask's) frame count, or 81.
+            num_inference_steps (`int`, defaults to `50`):
+                Denoising steps.
+            guidance_scale (`float`, defaults to `5.0`):
+                Classifier-free guidance scale; guidance (a second DiT call per step) is on when it is above 1.
+            guidance_scale_2 (`float`, *optional*):
+                Two-expert pipelines (Wan 2.2 A14B): the guidance of the low-noise expert `transformer_2`, while
+                `guidance_scale` is the high-noise expert's (`transformer`); `None` uses `guidance_scale`. The
+                original's defaults, as (guidance_scale, guidance_scale_2): T2V-A14B (4.0, 3.0), I2V-A14B (3.5, 3.5).
+            num_videos_per_prompt (`int`, defaults to `1`):
+                Videos generated for each prompt (all with the same conditioning).
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Random generator(s) for the start noise; a list needs one generator per video.
+            latents (`torch.Tensor`, *optional*):
+                Start noise [B, 16, n_ref + (num_frames - 1) / 4 + 1, height / 8, width / 8] instead of drawing it (one
+                latent frame per reference image in front, as in the original).
+            prompt_embeds (`torch.Tensor`, *optional*):
+                Text embeddings [B, L <= 512, text_dim] instead of `prompt` (zero-padded to 512 rows by the model).
+            negative_prompt_embeds (`torch.Tensor`, *optional*):
+                Negative text embeddings [B, L', text_dim] instead of `negative_prompt`; L' may differ from L.
+            output_type (`str`, defaults to `"np"`):
+                `"np"`, `"pil"`, `"pt"` or `"latent"`. The decoded video leaves out the reference frames; the latents
+                keep them (the original's final latents).
+            return_dict (`bool`, defaults to `True`):
+                Return a [`WanPipelineOutput`] instead of a tuple.
+            attention_kwargs (`dict`, *optional*):
+                Passed to the transformer, e.g. `{"scale": 0.8}` for LoRA adapters.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
+                Called after every step as `callback_on_step_end(pipe, step, timestep, callback_kwargs)`; the tensors
+                of the returned dict (`latents`, `prompt_embeds`, `negative_prompt_embeds`) replace the current ones.
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`):
+                Which tensors `callback_kwargs` holds, from `pipe._callback_tensor_inputs`.
+            max_sequence_length (`int`, defaults to `512`):
+                Tokens per prompt, at most 512.
+            sigmas (`list[float]`, *optional*):
+                Custom sigmas in (0, 1], before the scheduler's shift, instead of `num_inference_steps`.
 
         Examples:
+            ```py
+            >>> import torch
+            >>> from diffusers.utils import export_to_video, load_image, load_video
+            >>> from wan_diffusers import WanVACEPipeline
+
+            >>> pipe = WanVACEPipeline.from_pretrained("Wan-AI/Wan2.1-VACE-1.3B-diffusers", torch_dtype=torch.bfloat16)
+            >>> pipe.vae.to(torch.float32)
+            >>> pipe.use_original_sampling("unipc", shift=16.0)  # the original generate.py's VACE setting
+            >>> pipe.enable_model_cpu_offload()
+
+            >>> # reference-to-video with two references (kept in this order, as the original does)
+            >>> video = pipe(
+            ...     "A man in a red jacket walks his dog along the beach at sunset.",
+            ...     reference_images=[load_image("man.png"), load_image("dog.png")],
+            ...     height=480,
+            ...     width=832,
+            ...     num_frames=81,
+            ... ).frames[0]
+            >>> export_to_video(video, "r2v.mp4", fps=16)
+
+            >>> # control: any preprocessed control video (depth, pose, edges, grayscale...) as `video`
+            >>> video = pipe("A robot dancing in a neon city.", video=load_video("pose.mp4")[:81]).frames[0]
+
+            >>> # masked editing: white (1) = regenerate, black (0) = keep
+            >>> video = pipe("A cat on the sofa.", video=load_video("room.mp4")[:81], mask=load_video("mask.mp4")[:81])
+            ```
 
         Returns:
             [`WanPipelineOutput`] or `tuple`: the videos in `frames`, or `(frames,)` when `return_dict` is `False`.

@@ -13,34 +13,8 @@ from transformers import AutoTokenizer, UMT5EncoderModel
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
 from ..models.transformer_wan import WanTransformer3DModel
 from .checks import check_pixel_values
-from .pipeline_base import WanPipelineBase, document_call
+from .pipeline_base import WanPipelineBase
 from .pipeline_output import WanPipelineOutput
-
-EXAMPLE_DOC_STRING = """
-    Examples:
-        ```py
-        >>> import torch
-        >>> from diffusers.utils import export_to_video, load_video
-        >>> from wan_diffusers import WanVideoToVideoPipeline
-
-        >>> pipe = WanVideoToVideoPipeline.from_pretrained(
-        ...     "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", torch_dtype=torch.bfloat16
-        ... )
-        >>> pipe.vae.to(torch.float32)
-        >>> pipe.enable_model_cpu_offload()
-
-        >>> video = load_video("input.mp4")[:81]  # 4n + 1 frames
-        >>> output = pipe(
-        ...     video=video,
-        ...     prompt="A robot dancing in the rain, cinematic lighting.",
-        ...     height=480,
-        ...     width=832,
-        ...     strength=0.7,
-        ...     guidance_scale=5.0,
-        ... ).frames[0]
-        >>> export_to_video(output, "v2v.mp4", fps=16)
-        ```
-"""
 
 VIDEO_TYPES = (
     "a list of PIL images or numpy arrays [H, W, 3], a numpy array [F, H, W, 3] or a torch.Tensor [F, 3, H, W] "
@@ -119,40 +93,6 @@ class WanVideoToVideoPipeline(WanPipelineBase):
         return pixels, height, width
 
     @torch.no_grad()
-    @document_call(
-        EXAMPLE_DOC_STRING,
-        video=(
-            "`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`",
-            "The input video with 4n + 1 frames: a list of PIL images or numpy arrays [H, W, 3], a numpy array "
-            "[F, H, W, 3] or a tensor [F, 3, H, W] (values in [0, 1], or uint8), or a batch with one per prompt.",
-            "required",
-        ),
-        height=(
-            "`int`",
-            "Output height in pixels, a multiple of 16; the video is resized to it. Defaults to the video's own "
-            "height rounded down to a multiple of 16.",
-        ),
-        width=(
-            "`int`",
-            "Output width in pixels, a multiple of 16; defaults to the video's width rounded down likewise.",
-        ),
-        num_inference_steps=("`int`", "Steps of the full schedule; `strength` of them are run."),
-        timesteps=("`list[int]`", "Custom timesteps of the full schedule, for schedulers that accept them."),
-        strength=(
-            "`float`",
-            "In (0, 1]: the part of the schedule that is run. 1 starts from pure noise (the video only sets the "
-            "size); small values stay close to the input. `strength * num_inference_steps` must be at least 1.",
-        ),
-        latents=(
-            "`torch.Tensor`",
-            "The noise [B, 16, (F - 1) / 4 + 1, height / 8, width / 8] mixed into the video latents, instead of "
-            "drawing it.",
-        ),
-        sigmas=(
-            "`list[float]`",
-            "Custom sigmas of the full schedule, before the scheduler's shift, instead of `num_inference_steps`.",
-        ),
-    )
     def __call__(
         self,
         video: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None,
@@ -184,8 +124,78 @@ class WanVideoToVideoPipeline(WanPipelineBase):
         Regenerate a video under a prompt, keeping its layout and motion to a degree set by `strength`.
 
         Args:
+            video (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`, required):
+                The input video with 4n + 1 frames: a list of PIL images or numpy arrays [H, W, 3], a numpy array [F,
+                H, W, 3] or a tensor [F, 3, H, W] (values in [0, 1], or uint8), or a batch with one per prompt.
+            prompt (`str` or `list[str]`, *optional*):
+                The prompt or prompts. Pass `prompt_embeds` instead to skip the text encoder.
+            negative_prompt (`str` or `list[str]`, *optional*):
+                What to steer away from, used when `guidance_scale > 1`. `None` selects the original Wan2.1 default
+                negative prompt of the task (diffusers uses `""`); pass `""` for an empty one.
+            height (`int`, *optional*):
+                Output height in pixels, a multiple of 16; the video is resized to it. Defaults to the video's own
+                height rounded down to a multiple of 16.
+            width (`int`, *optional*):
+                Output width in pixels, a multiple of 16; defaults to the video's width rounded down likewise.
+            num_inference_steps (`int`, defaults to `50`):
+                Steps of the full schedule; `strength` of them are run.
+            timesteps (`list[int]`, *optional*):
+                Custom timesteps of the full schedule, for schedulers that accept them.
+            guidance_scale (`float`, defaults to `5.0`):
+                Classifier-free guidance scale; guidance (a second DiT call per step) is on when it is above 1.
+            strength (`float`, defaults to `0.8`):
+                In (0, 1]: the part of the schedule that is run. 1 starts from pure noise (the video only sets the
+                size); small values stay close to the input. `strength * num_inference_steps` must be at least 1.
+            num_videos_per_prompt (`int`, defaults to `1`):
+                Videos generated for each prompt.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Random generator(s) for the start noise; a list needs one generator per video.
+            latents (`torch.Tensor`, *optional*):
+                The noise [B, 16, (F - 1) / 4 + 1, height / 8, width / 8] mixed into the video latents, instead of
+                drawing it.
+            prompt_embeds (`torch.Tensor`, *optional*):
+                Text embeddings [B, L <= 512, text_dim] instead of `prompt` (zero-padded to 512 rows by the model).
+            negative_prompt_embeds (`torch.Tensor`, *optional*):
+                Negative text embeddings [B, L', text_dim] instead of `negative_prompt`; L' may differ from L.
+            output_type (`str`, defaults to `"np"`):
+                `"np"`, `"pil"`, `"pt"` or `"latent"` (the normalised latents, not decoded).
+            return_dict (`bool`, defaults to `True`):
+                Return a [`WanPipelineOutput`] instead of a tuple.
+            attention_kwargs (`dict`, *optional*):
+                Passed to the transformer, e.g. `{"scale": 0.8}` for LoRA adapters.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
+                Called after every step as `callback_on_step_end(pipe, step, timestep, callback_kwargs)`; the tensors
+                of the returned dict (`latents`, `prompt_embeds`, `negative_prompt_embeds`) replace the current ones.
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`):
+                Which tensors `callback_kwargs` holds, from `pipe._callback_tensor_inputs`.
+            max_sequence_length (`int`, defaults to `512`):
+                Tokens per prompt, at most 512.
+            sigmas (`list[float]`, *optional*):
+                Custom sigmas of the full schedule, before the scheduler's shift, instead of `num_inference_steps`.
 
         Examples:
+            ```py
+            >>> import torch
+            >>> from diffusers.utils import export_to_video, load_video
+            >>> from wan_diffusers import WanVideoToVideoPipeline
+
+            >>> pipe = WanVideoToVideoPipeline.from_pretrained(
+            ...     "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", torch_dtype=torch.bfloat16
+            ... )
+            >>> pipe.vae.to(torch.float32)
+            >>> pipe.enable_model_cpu_offload()
+
+            >>> video = load_video("input.mp4")[:81]  # 4n + 1 frames
+            >>> output = pipe(
+            ...     video=video,
+            ...     prompt="A robot dancing in the rain, cinematic lighting.",
+            ...     height=480,
+            ...     width=832,
+            ...     strength=0.7,
+            ...     guidance_scale=5.0,
+            ... ).frames[0]
+            >>> export_to_video(output, "v2v.mp4", fps=16)
+            ```
 
         Returns:
             [`WanPipelineOutput`] or `tuple`: the videos in `frames`, or `(frames,)` when `return_dict` is `False`.

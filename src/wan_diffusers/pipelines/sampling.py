@@ -23,6 +23,7 @@ from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteSchedul
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ..tasks import default_variant
+from .experts import wan22_variant_of
 
 SOLVERS = ("unipc", "dpm++")
 
@@ -121,3 +122,30 @@ def scheduler_shift(scheduler: SchedulerMixin) -> float | None:
     """The flow shift a scheduler applies (`flow_shift` for UniPC / DPM, `shift` for flow-matching Euler)."""
     config = scheduler.config
     return config.get("flow_shift", config.get("shift"))
+
+
+class OriginalSamplingMixin:
+    """`use_original_sampling` for the Wan pipelines."""
+
+    def use_original_sampling(self, solver: str = "unipc", shift: float | None = None) -> None:
+        """Sample exactly like the original `generate.py --sample_solver {solver} --sample_shift {shift}`.
+
+        Replaces `self.scheduler` with diffusers' UniPC or DPM-Solver++ set up with the original sigma schedule
+        (`wan_diffusers.pipelines.sampling`); `--sample_steps` is `num_inference_steps` of the call. `shift` defaults
+        to the current scheduler's shift; for a Wan 2.2 pipeline (two experts, or per-token timesteps) to the
+        original's for that model (12 for T2V-A14B, 5 for I2V-A14B and TI2V-5B: official Diffusers repos of the A14B
+        models carry 3.0). With the original's inputs, the final latents then match the original within float32
+        rounding; the A14B experts switch at the same step as in the original.
+
+        Example: `pipe.use_original_sampling("unipc", shift=5.0)`.
+        """
+        variant = wan22_variant_of(self)
+        if shift is None and variant is not None:
+            shift = variant.shift
+        if shift is None:
+            shift = scheduler_shift(self.scheduler)
+            if shift is None:
+                raise ValueError(
+                    f"`shift` is required: the current scheduler ({type(self.scheduler).__name__}) has no flow shift"
+                )
+        self.scheduler = original_scheduler(solver, shift)
