@@ -5,6 +5,8 @@ import os
 
 import torch
 
+from .repo_checks import check_local_folder, check_repo
+
 # diffusers' Wan classes that official Hub repos name in `model_index.json`, and the module of ours that replaces
 # each. `from_pretrained` builds ours for those components (see `WanPipelineBase.from_pretrained`).
 _OWN_CLASS_MODULES = {
@@ -33,10 +35,12 @@ class WanModelClassesMixin:
         `low_cpu_mem_usage` and a pipeline `quantization_config` apply to them as to any other component.
         """
         folder = str(pretrained_model_name_or_path)
+        check_local_folder(pretrained_model_name_or_path)
         if not os.path.isdir(folder):
             download_kwargs = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
             folder = cls.download(folder, **download_kwargs)
         model_index = cls.load_config(folder)
+        check_repo(cls, folder, model_index, _OWN_CLASS_MODULES, kwargs)  # the right class, configs match weights
         expected_modules, _ = cls._get_signature_keys(cls)
         for name in expected_modules:
             entry = model_index.get(name)
