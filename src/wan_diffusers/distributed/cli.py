@@ -101,7 +101,9 @@ def check_distributed_arguments(args: argparse.Namespace) -> None:
         layout.check_model(config["num_attention_heads"], FLAG_NAMES)
     tokens = _video_tokens(args, config or {})
     if tokens is not None:
-        layout.check_tokens(tokens, "the video (--height, --width, --frames)")
+        layout.check_tokens(
+            tokens, "the video (--height, --width, --frames: latent frames x height / 16 x width / 16)"
+        )
 
 
 def _transformer_config(args: argparse.Namespace) -> dict | None:

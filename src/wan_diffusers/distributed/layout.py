@@ -77,9 +77,9 @@ class ParallelLayout:
         """Raise a ValueError unless `num_tokens` video tokens split evenly over the context-parallel ranks."""
         if num_tokens % self.context_degree:
             raise ValueError(
-                f"{what} has {num_tokens} tokens (latent frames x height / 16 x width / 16), which do not split over "
-                f"ring x ulysses = {self.context_degree} ranks: choose a size or frame count whose token count is a "
-                f"multiple of {self.context_degree}, or smaller degrees"
+                f"{what} has {num_tokens} tokens, which do not split over ring x ulysses = {self.context_degree} "
+                f"ranks: choose a size or frame count whose token count is a multiple of {self.context_degree}, or "
+                "smaller degrees"
             )
 
 

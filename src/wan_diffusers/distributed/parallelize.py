@@ -175,7 +175,9 @@ class TokenCheckHook(ModelHook):
         frames, height, width = hidden_states.shape[2:]
         patch_t, patch_h, patch_w = module.config.patch_size
         tokens = (frames // patch_t) * (height // patch_h) * (width // patch_w)
-        self.layout.check_tokens(tokens, f"the latent video {frames} x {height} x {width}")
+        self.layout.check_tokens(
+            tokens, f"the latent video {frames} x {height} x {width} (patches of {patch_h} x {patch_w})"
+        )
         return args, kwargs
 
 
