@@ -11,8 +11,9 @@ import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from wan_diffusers import WanPipeline, WanTransformer3DModel, WanVACEPipeline
+from wan_diffusers import WanImageToVideoPipeline, WanPipeline, WanTransformer3DModel, WanVACEPipeline
 from wan_diffusers.pipelines.experts import high_noise_steps
+from wan_diffusers.pipelines.image_processing import cover_and_crop_lanczos
 from wan_diffusers.pipelines.sampling import original_scheduler, scheduler_shift
 from wan_diffusers.pipelines.text import DEFAULT_NEGATIVE_PROMPTS
 
@@ -245,3 +246,67 @@ def test_use_original_sampling_and_the_negative_prompt_follow_the_wan22_model():
     i2v._get_t5_prompt_embeds = lambda text, *args: encoded.append(text) or torch.zeros(1, 4, 16)
     i2v.encode_prompt("a cat")
     assert encoded[1] == [DEFAULT_NEGATIVE_PROMPTS["t2v"]] != [DEFAULT_NEGATIVE_PROMPTS["i2v"]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TI2V-5B: per-token timesteps, the Wan 2.2 VAE, and the image as latent frame 0
+
+
+def ti2v_call(task: str) -> tuple:
+    references = component_references("ti2v-5b")
+    settings = run_settings("ti2v-5b", task, "unipc_shift7")
+    pipe = parity_pipeline("ti2v-5b", settings["solver"], settings["shift"])
+    if task == "i2v":
+        pipe = WanImageToVideoPipeline(**pipe.components, expand_timesteps=True)
+        pipe.set_progress_bar_config(disable=True)
+    sampling = manifest("ti2v-5b")["sampling"][task]
+    kwargs = dict(
+        **text_kwargs(references, task),
+        latents=references[f"sampling.{task}.noise"],
+        num_frames=sampling["frame_num"],
+        num_inference_steps=settings["sampling_steps"],
+        guidance_scale=settings["guide_scale"],
+        output_type="latent",
+    )
+    if task == "t2v":
+        kwargs["width"], kwargs["height"] = sampling["size_wh"]
+    else:  # the raw image: `best_output_size`, LANCZOS cover and centre crop as `WanTI2V.i2v`
+        kwargs.update(image=references["sampling.i2v.image.0"].numpy(), max_area=sampling["max_area"])
+    return pipe, kwargs
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("task", ["t2v", "i2v"])
+def test_ti2v_sampling_matches_the_original(task):
+    """Text-to-video: every token gets t. Image-to-video: the 100 x 60 image becomes a 64 x 32 video, its latent is
+    frame 0 and its 2 tokens get timestep 0; the solver's state holds the image latent in frame 0 after every step,
+    as the original's does. diffusers differs there: it keeps the noise in frame 0 of the solver state and blends the
+    image latent into the DiT input and the final latents only (the same final latents, other solver states)."""
+    pipe, kwargs = ti2v_call(task)
+    references = component_references("ti2v-5b")
+    prefix = f"sampling.{task}.unipc_shift7."
+    dit_timesteps, step_latents = [], []
+    pipe.transformer.register_forward_pre_hook(
+        lambda module, args, call: dit_timesteps.append(call["timestep"][0].clone()), with_kwargs=True
+    )
+
+    def keep_latents(pipe, step, timestep, tensors):
+        step_latents.append(tensors["latents"].clone())
+        return {}
+
+    latents = pipe(**kwargs, callback_on_step_end=keep_latents).frames
+
+    assert torch.equal(torch.stack(dit_timesteps[::2]), references[prefix + "step_dit_timesteps"])
+    error = max_rel(latents, references[prefix + "final_latents"])
+    assert error <= 2e-5, f"TI2V {task}: final latents max_rel {error:.2e}"
+    # the latent entering each later solver step (what the original's scheduler saw), 2e-5 as the final latents
+    for step, latent in enumerate(step_latents[:-1]):
+        assert max_rel(latent[0], references[prefix + "step_samples"][step + 1]) <= 2e-5
+    if task == "i2v":
+        image_latent = references["sampling.i2v.z"]
+        assert all(max_rel(latent[:, :, :1], image_latent) <= 1e-5 for latent in step_latents)
+        images, height, width = pipe.check_image_inputs(kwargs["image"], None, None, None, None, kwargs["max_area"], 5)
+        assert [height, width] == manifest("ti2v-5b")["sampling"]["i2v"]["output_hw"]
+        frame = cover_and_crop_lanczos(images[0], height, width)
+        assert torch.equal(frame[None], references["sampling.i2v.vae_input_image"])  # the preprocessing is exact
+        assert max_rel(pipe.prepare_image_latent(images[0], height, width), image_latent) <= 1e-5  # VAE encode
