@@ -141,7 +141,7 @@ def test_inconsistent_or_ambiguous_dit_files_are_refused(tmp_path):
 
 def test_config_errors_are_clear(tmp_path):
     folder = build_release(tmp_path / "release", "t2v-1.3b", config_overrides={"dim": None, "ffn_dim": None})
-    with pytest.raises(ConversionError, match="lacks fields every Wan 2.1 release writes: dim, ffn_dim"):
+    with pytest.raises(ConversionError, match="lacks fields every Wan release writes: dim, ffn_dim"):
         detect_release(folder)
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ConversionError, match="config.json is not valid JSON"):
@@ -149,7 +149,7 @@ def test_config_errors_are_clear(tmp_path):
 
 
 def test_bad_arguments_name_the_argument(tmp_path):
-    with pytest.raises(ValueError, match="`checkpoint_dir` must be an original Wan 2.1 release folder"):
+    with pytest.raises(ValueError, match="`checkpoint_dir` must be an original Wan 2.1 or Wan 2.2 release folder"):
         detect_release(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="`resolution` must be one of"):
         detect_release(tmp_path, resolution="1080p")

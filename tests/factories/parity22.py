@@ -6,6 +6,7 @@ The files come from running the original Wan2.2 code; their shared components ar
 """
 
 import json
+import shutil
 from functools import cache
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from wan_diffusers.conversion.rules import rename_state_dict
 from wan_diffusers.conversion.transformer import TRANSFORMER_RULES, transformer_config_from_original
 
 from factories.parity import COMPONENTS_DIR
+from factories.transformer import pad_text
 
 PARITY22_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "wan22_parity"
 MODELS = ("t2v-a14b", "i2v-a14b", "ti2v-5b")
@@ -56,6 +58,31 @@ def dit_references(model: str) -> dict[str, torch.Tensor]:
 def component_references(model: str) -> dict[str, torch.Tensor]:
     """Sampling references (and, for TI2V-5B, the Wan2.2 VAE's), keys like `sampling.t2v.noise`."""
     return _load(model_dir(model) / "reference_components.safetensors")
+
+
+def dit_case(model: str, case: str, per_token: bool = True) -> dict:
+    """The inputs of DiT reference case A or B in the diffusers style (see the fixtures' README); `per_token=False`
+    gives case B one timestep per sample."""
+    references = dit_references(model)
+    count = next(c["batch"] for c in manifest(model)["dit_cases"] if c["case"] == case)
+    latents = [references[f"dit.{case}.x.{i}"] for i in range(count)]
+    if model == "i2v-a14b":  # noisy latent 16 | mask 4 | condition latent 16
+        latents = [torch.cat([x, references[f"dit.{case}.y.{i}"]]) for i, x in enumerate(latents)]
+    timestep = references[f"dit.{case}.t"]
+    if timestep.ndim == 2 and not per_token:
+        timestep = timestep[:, 0]
+    return {
+        "hidden_states": torch.stack(latents),
+        "timestep": timestep,
+        "encoder_hidden_states": pad_text([references[f"dit.{case}.context.{i}"] for i in range(count)]),
+    }
+
+
+def expected_outputs(model: str, case: str, folder: str) -> torch.Tensor:
+    references = dit_references(model)
+    prefix = f"dit.{case}." if folder == "model" else f"dit.{case}.{folder}."
+    count = sum(key.startswith(f"dit.{case}.x.") for key in references)
+    return torch.stack([references[f"{prefix}out.{i}"] for i in range(count)])
 
 
 def original_dit_state_dict(folder: Path) -> dict[str, torch.Tensor]:
@@ -117,3 +144,17 @@ def parity_pipeline(model: str, solver: str = "unipc", shift: float = 5.0):
     pipe = pipeline_class(**components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def build_wan22_release(folder: Path, model: str) -> Path:
+    """A folder laid out exactly like the Wan 2.2 release of `model` (the tiny fixture's DiT files and VAE, the shared
+    T5, its tokenizer and, for the A14B models, the Wan2.1 VAE); writable copies. Returns it."""
+    root = model_dir(model)
+    shutil.copytree(root, folder, ignore=shutil.ignore_patterns("reference_*", "manifest.json"))
+    shutil.copyfile(COMPONENTS_DIR / "models_t5_umt5-xxl-enc-bf16.pth", folder / "models_t5_umt5-xxl-enc-bf16.pth")
+    shutil.copytree(COMPONENTS_DIR / "google", folder / "google")
+    if model != "ti2v-5b":
+        shutil.copyfile(COMPONENTS_DIR / "Wan2.1_VAE.pth", folder / "Wan2.1_VAE.pth")
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder

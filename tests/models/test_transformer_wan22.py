@@ -11,35 +11,11 @@ import torch
 
 from wan_diffusers import WanTransformer3DModel
 
-from factories.parity22 import dit_folders, dit_references, manifest, parity_transformer
+from factories.parity22 import dit_case, dit_folders, expected_outputs, parity_transformer
 from factories.transformer import pad_text, tiny_transformer_config, tiny_transformer_inputs
 from testing_utils import max_rel
 
 MODELS = ("t2v-a14b", "i2v-a14b", "ti2v-5b")
-
-
-def dit_case(model: str, case: str, per_token: bool = True) -> dict:
-    """The inputs of one reference case in the diffusers style (see the fixtures' README)."""
-    references = dit_references(model)
-    count = next(c["batch"] for c in manifest(model)["dit_cases"] if c["case"] == case)
-    latents = [references[f"dit.{case}.x.{i}"] for i in range(count)]
-    if model == "i2v-a14b":  # noisy latent 16 | mask 4 | condition latent 16
-        latents = [torch.cat([x, references[f"dit.{case}.y.{i}"]]) for i, x in enumerate(latents)]
-    timestep = references[f"dit.{case}.t"]
-    if timestep.ndim == 2 and not per_token:
-        timestep = timestep[:, 0]
-    return {
-        "hidden_states": torch.stack(latents),
-        "timestep": timestep,
-        "encoder_hidden_states": pad_text([references[f"dit.{case}.context.{i}"] for i in range(count)]),
-    }
-
-
-def expected_outputs(model: str, case: str, folder: str) -> torch.Tensor:
-    references = dit_references(model)
-    prefix = f"dit.{case}." if folder == "model" else f"dit.{case}.{folder}."
-    count = sum(key.startswith(f"dit.{case}.x.") for key in references)
-    return torch.stack([references[f"{prefix}out.{i}"] for i in range(count)])
 
 
 def run(model, **inputs) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Convert an original Wan 2.1 release folder into a complete Hub-format pipeline repo.
+"""Convert an original Wan 2.1 or Wan 2.2 release folder into a complete Hub-format pipeline repo.
 
 `convert_release` is the whole job, in four steps:
 
@@ -59,7 +59,11 @@ def convert_release(
     resolution: str | None = None,
     shift: float | None = None,
 ) -> Path:
-    """Convert an original Wan 2.1 release folder into a Hub-format pipeline repo at `output_dir`.
+    """Convert an original Wan 2.1 or Wan 2.2 release folder into a Hub-format pipeline repo at `output_dir`.
+
+    A Wan 2.2 A14B release's `high_noise_model/` becomes `transformer/` and `low_noise_model/` `transformer_2/`, with
+    the release's `boundary_ratio` in `model_index.json`; TI2V-5B gets `expand_timesteps` (per-token timesteps) and
+    its Wan 2.2 VAE. Both load into `WanPipeline` / `WanImageToVideoPipeline` as diffusers' official Wan 2.2 repos do.
 
     Args:
         checkpoint_dir: the release folder (e.g. `Wan2.1-T2V-14B/` as downloaded): `config.json`, the DiT
@@ -125,8 +129,10 @@ def plan_components(
     release: WanRelease, *, dtype: torch.dtype | None = None, clip_num_heads: int | None = None
 ) -> dict[str, ComponentConversion]:
     """Every weight-bearing component of the repo, planned and validated (no tensor data read yet)."""
-    components = {
-        "transformer": _transformer(release, dtype),
+    components = {"transformer": _transformer(release, dtype)}
+    if release.expert_2 is not None:
+        components["transformer_2"] = _transformer(release, dtype, expert_2=True)
+    components |= {
         "vae": _vae(release),
         "text_encoder": _text_encoder(release, dtype),
     }
@@ -164,10 +170,14 @@ def model_index(release: WanRelease, components: dict[str, ComponentConversion])
         index[name] = [component.library, component.class_name]
     if "image_encoder" in components:
         index["image_processor"] = ["transformers", "CLIPImageProcessor"]
+    if release.generation == "2.2":  # pipeline config fields, named and placed as in the official Wan 2.2 repos
+        index["boundary_ratio"] = release.variant.boundary_ratio
+        index["expand_timesteps"] = release.variant.expand_timesteps
     return dict(sorted(index.items()))
 
 
-def _transformer(release: WanRelease, dtype: torch.dtype | None) -> ComponentConversion:
+def _transformer(release: WanRelease, dtype: torch.dtype | None, expert_2: bool = False) -> ComponentConversion:
+    """`transformer/`, or for a Wan 2.2 A14B release with `expert_2` the low-noise expert as `transformer_2/`."""
     import wan_diffusers
 
     try:
@@ -177,15 +187,18 @@ def _transformer(release: WanRelease, dtype: torch.dtype | None) -> ComponentCon
             f"Converting a {release.task.upper()} release needs {release.transformer_class_name}, "
             f"which this installation lacks ({error})"
         ) from error
-    shapes = {key: info.shape for key, info in release.dit_tensors.items()}
-    config = transformer_config_from_original(release.dit_config, shapes)
-    model = meta_model(lambda: model_class(**config), what="DiT")
+    dit_config, tensors, files = release.dit_config, release.dit_tensors, release.dit_files
+    if expert_2:
+        dit_config, tensors, files = release.expert_2.config, release.expert_2.tensors, release.expert_2.files
+    what = "low-noise DiT" if expert_2 else "high-noise DiT" if release.expert_2 is not None else "DiT"
+    config = transformer_config_from_original(dit_config, {key: info.shape for key, info in tensors.items()})
+    model = meta_model(lambda: model_class(**config), what=what)
     return ComponentConversion(
-        folder="transformer",
+        folder="transformer_2" if expert_2 else "transformer",
         library=model_class.__module__,
         class_name=release.transformer_class_name,
-        what="DiT",
-        reader=TensorReader(release.dit_files, what="DiT"),
+        what=what,
+        reader=TensorReader(files, what=what),
         rules=TRANSFORMER_RULES,
         model=model,
         save_config=model.save_config,

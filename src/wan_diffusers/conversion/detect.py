@@ -1,4 +1,4 @@
-"""Which Wan 2.1 release a folder holds, read from its files and weights (never from the folder's name).
+"""Which Wan 2.1 or Wan 2.2 release a folder holds, read from its files and weights (never from the folder's name).
 
 A release folder (as the Wan2.1 download instructions leave it) holds the DiT (`config.json` plus one
 `diffusion_pytorch_model.safetensors`, or shards listed by `diffusion_pytorch_model.safetensors.index.json`), the VAE,
@@ -12,6 +12,12 @@ What neither the files nor the weights tell: whether an I2V-14B folder is the 48
 weights have the same layout), which only sets the scheduler's default shift and the model card's base model; it
 is an option (`resolution`). Task, size and resolution pick the release's record in `wan_diffusers.tasks`, which
 holds its name, pipeline and the original's sampling defaults.
+
+Wan 2.2 releases (Wan-Video/Wan2.2): T2V-A14B and I2V-A14B hold two DiTs, `high_noise_model/` and `low_noise_model/`
+(each a `config.json` and sharded safetensors with their index; the diffusers components `transformer` and
+`transformer_2`), next to `Wan2.1_VAE.pth` and the T5; I2V-A14B has no CLIP (its DiT takes 36 channels and has no
+image embedder; `model_type` "i2v"). TI2V-5B holds one DiT at the top (`model_type` "ti2v", 48 channels) and
+`Wan2.2_VAE.pth`; it does text-to-video and image-to-video with per-token timesteps.
 """
 
 import json
@@ -26,6 +32,9 @@ DIT_CONFIG = "config.json"
 DIT_WEIGHTS = "diffusion_pytorch_model.safetensors"
 DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 VAE_CHECKPOINT = "Wan2.1_VAE.pth"
+WAN22_VAE_CHECKPOINT = "Wan2.2_VAE.pth"
+# Wan 2.2 A14B: the expert folders and the pipeline components they become
+EXPERT_FOLDERS = {"high_noise_model": "transformer", "low_noise_model": "transformer_2"}
 T5_CHECKPOINT = "models_t5_umt5-xxl-enc-bf16.pth"
 T5_TOKENIZER = "google/umt5-xxl"
 CLIP_CHECKPOINT = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
@@ -35,13 +44,29 @@ TASKS = tuple(dict.fromkeys(variant.task for variant in tasks.TASKS if variant.r
 RESOLUTIONS = tasks.RESOLUTIONS
 # config.json fields every release writes (the original `WanModel` saves its constructor arguments)
 _REQUIRED_CONFIG = ("dim", "eps", "ffn_dim", "freq_dim", "in_dim", "num_heads", "num_layers", "out_dim")
-# (dim, num_layers) of the released DiTs
-_RELEASED_SIZES = {(1536, 30): "1.3B", (5120, 40): "14B"}
+# (dim, num_layers) of the released DiTs, per generation (a Wan 2.2 A14B expert has the 14B shape)
+_RELEASED_SIZES = {
+    "2.1": {(1536, 30): "1.3B", (5120, 40): "14B"},
+    "2.2": {(5120, 40): "A14B", (3072, 30): "5B"},
+}
+
+
+@dataclass(frozen=True)
+class DiTFiles:
+    """One DiT of a release: its `config.json`, weight files and tensor headers."""
+
+    folder: Path
+    config: dict
+    files: tuple[Path, ...]
+    tensors: dict[str, TensorInfo] = field(repr=False)
 
 
 @dataclass(frozen=True)
 class WanRelease:
-    """An original Wan 2.1 release folder, inspected (headers only, no tensor data read)."""
+    """An original Wan 2.1 or Wan 2.2 release folder, inspected (headers only, no tensor data read).
+
+    For a Wan 2.2 A14B release `dit_*` describe the high-noise expert and `expert_2` the low-noise one.
+    """
 
     checkpoint_dir: Path
     task: str  # one of TASKS
@@ -53,11 +78,18 @@ class WanRelease:
     vae_checkpoint: Path
     t5_checkpoint: Path
     tokenizer_dir: Path
-    clip_checkpoint: Path | None  # I2V and FLF2V only
+    clip_checkpoint: Path | None  # Wan 2.1 I2V and FLF2V only
+    generation: str = "2.1"  # "2.1" or "2.2"
+    expert_2: "DiTFiles | None" = None  # Wan 2.2 A14B: the low-noise expert (`low_noise_model/`)
 
     @property
     def variant(self) -> tasks.WanTask:
-        """The release's record in `wan_diffusers.tasks` (for another size: the task's record at this resolution)."""
+        """The release's record in `wan_diffusers.tasks` (for another size: the task's record at this resolution).
+
+        A Wan 2.2 release is its model's record whatever its size: two experts are A14B, per-token timesteps TI2V-5B.
+        """
+        if self.generation == "2.2":
+            return tasks.find_variant(self.task, size="A14B" if self.expert_2 is not None else "5B")
         return tasks.find_variant(self.task, size=self.size, resolution=self.resolution)
 
     @property
@@ -75,7 +107,10 @@ class WanRelease:
     @property
     def name(self) -> str:
         """The release's name, e.g. "Wan2.1-I2V-14B-480P"; other sizes read "Wan2.1-T2V (custom size)"."""
-        return self.variant.release if self.is_released_size else f"Wan2.1-{self.task.upper()} (custom size)"
+        if self.is_released_size:
+            return self.variant.release
+        model = self.variant.release.split("-", 1)[1] if self.generation == "2.2" else self.task.upper()
+        return f"Wan{self.generation}-{model} (custom size)"
 
     @property
     def base_model(self) -> str | None:
@@ -89,53 +124,131 @@ class WanRelease:
 
 
 def detect_release(checkpoint_dir: str | Path, *, resolution: str | None = None) -> WanRelease:
-    """Inspect an original Wan 2.1 release folder: which variant it is and where each file is.
+    """Inspect an original Wan 2.1 or Wan 2.2 release folder: which variant it is and where each file is.
 
     Raises `ConversionError` (a `ValueError`) naming every missing or inconsistent file. Reads headers only.
     """
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         raise ValueError(
-            f"`checkpoint_dir` must be an original Wan 2.1 release folder, got {str(checkpoint_dir)!r} "
+            f"`checkpoint_dir` must be an original Wan 2.1 or Wan 2.2 release folder, got {str(checkpoint_dir)!r} "
             "which is not a folder"
         )
     if resolution is not None and resolution.lower() not in RESOLUTIONS:
         raise ValueError(f"`resolution` must be one of {RESOLUTIONS} or None, got {resolution!r}")
 
-    dit_config = _read_dit_config(checkpoint_dir)
-    dit_files = _dit_files(checkpoint_dir)
-    dit_tensors = TensorReader(dit_files, what="DiT").infos
-    _check_index(checkpoint_dir, dit_tensors)
-    task = _task_from_weights(dit_config, dit_tensors)
-    size = _RELEASED_SIZES.get((dit_config["dim"], dit_config["num_layers"]))
+    experts = _read_experts(checkpoint_dir)
+    dit = experts[0] if experts else _read_dit(checkpoint_dir)
+    is_ti2v = not experts and dit.config.get("model_type") == "ti2v"
+    generation = "2.2" if experts or is_ti2v else "2.1"
+    if generation == "2.2":
+        task = _wan22_task(dit, two_experts=bool(experts))
+    else:
+        task = _task_from_weights(dit.config, dit.tensors)
+    size = _RELEASED_SIZES[generation].get((dit.config["dim"], dit.config["num_layers"]))
+    if generation == "2.2" and size != ("A14B" if experts else "5B"):
+        size = None  # the other Wan 2.2 model's shape: a custom size of this one
 
-    missing = [name for name in (VAE_CHECKPOINT, T5_CHECKPOINT) if not (checkpoint_dir / name).is_file()]
+    vae_checkpoint = WAN22_VAE_CHECKPOINT if is_ti2v else VAE_CHECKPOINT
+    missing = [name for name in (vae_checkpoint, T5_CHECKPOINT) if not (checkpoint_dir / name).is_file()]
     if not (checkpoint_dir / T5_TOKENIZER).is_dir():
         missing.append(f"{T5_TOKENIZER}/ (the T5 tokenizer folder)")
-    if task in ("i2v", "flf2v") and not (checkpoint_dir / CLIP_CHECKPOINT).is_file():
+    needs_clip = generation == "2.1" and task in ("i2v", "flf2v")
+    if needs_clip and not (checkpoint_dir / CLIP_CHECKPOINT).is_file():
         missing.append(f"{CLIP_CHECKPOINT} (the CLIP image encoder, needed by {task.upper()})")
     if missing:
+        kind = f"Wan 2.2 {'TI2V' if is_ti2v else task.upper()}" if generation == "2.2" else task.upper()
         raise ConversionError(
-            f"The release folder {checkpoint_dir} lacks files that a {task.upper()} release has:\n    "
+            f"The release folder {checkpoint_dir} lacks files that a {kind} release has:\n    "
             + "\n    ".join(missing)
         )
 
     if resolution is None:
         # FLF2V was only released at 720P; T2V and VACE run at both and their default shift does not depend on it.
+        # Wan 2.2's defaults do not depend on the resolution.
         resolution = "480p" if size == "1.3B" else "720p"
     return WanRelease(
         checkpoint_dir=checkpoint_dir,
         task=task,
         size=size,
         resolution=resolution.lower(),
-        dit_config=dit_config,
-        dit_files=tuple(dit_files),
-        dit_tensors=dit_tensors,
-        vae_checkpoint=checkpoint_dir / VAE_CHECKPOINT,
+        dit_config=dit.config,
+        dit_files=dit.files,
+        dit_tensors=dit.tensors,
+        vae_checkpoint=checkpoint_dir / vae_checkpoint,
         t5_checkpoint=checkpoint_dir / T5_CHECKPOINT,
         tokenizer_dir=checkpoint_dir / T5_TOKENIZER,
-        clip_checkpoint=checkpoint_dir / CLIP_CHECKPOINT if task in ("i2v", "flf2v") else None,
+        clip_checkpoint=checkpoint_dir / CLIP_CHECKPOINT if needs_clip else None,
+        generation=generation,
+        expert_2=experts[1] if experts else None,
     )
+
+
+def _read_dit(folder: Path) -> DiTFiles:
+    config = _read_dit_config(folder)
+    files = _dit_files(folder)
+    tensors = TensorReader(files, what="DiT").infos
+    _check_index(folder, tensors)
+    return DiTFiles(folder=folder, config=config, files=tuple(files), tensors=tensors)
+
+
+def _read_experts(checkpoint_dir: Path) -> tuple[DiTFiles, ...]:
+    """The two experts of a Wan 2.2 A14B release (high noise first), or () for a folder with one DiT."""
+    folders = [checkpoint_dir / name for name in EXPERT_FOLDERS]
+    present = [folder for folder in folders if folder.is_dir()]
+    if not present:
+        return ()
+    if len(present) == 1:
+        missing = next(folder.name for folder in folders if not folder.is_dir())
+        raise ConversionError(
+            f"{checkpoint_dir} has {present[0].name}/ but no {missing}/: a Wan 2.2 A14B release holds both experts"
+        )
+    if (checkpoint_dir / DIT_CONFIG).is_file():
+        raise ConversionError(
+            f"{checkpoint_dir} holds both a top-level {DIT_CONFIG} and the expert folders "
+            f"{'/, '.join(EXPERT_FOLDERS)}/; a release has one or the other"
+        )
+    high, low = (_read_dit(folder) for folder in folders)
+    differences = sorted(
+        {key for key in high.config.keys() | low.config.keys() if high.config.get(key) != low.config.get(key)}
+        | {key for key in high.tensors.keys() ^ low.tensors.keys()}
+        | {
+            key
+            for key in high.tensors.keys() & low.tensors.keys()
+            if high.tensors[key].shape != low.tensors[key].shape
+        }
+    )
+    if differences:
+        raise ConversionError(
+            f"The two experts of {checkpoint_dir} differ in structure ({', '.join(differences[:10])}); both come from "
+            "one Wan 2.2 A14B release and have the same config and tensor shapes"
+        )
+    return high, low
+
+
+def _wan22_task(dit: DiTFiles, *, two_experts: bool) -> str:
+    """The task of a Wan 2.2 DiT: "t2v" (T2V-A14B and TI2V-5B, which also does image-to-video) or "i2v" (I2V-A14B:
+    the image's latent and mask concatenated to the input, `in_dim` = 2 * `out_dim` + 4, no CLIP)."""
+    config, tensors = dit.config, dit.tensors
+    where = dit.folder / DIT_CONFIG
+    if any(key.startswith(("img_emb.", "vace_")) for key in tensors):
+        raise ConversionError(
+            f"The DiT of {dit.folder} has CLIP image or VACE weights, which no Wan 2.2 T2V, I2V or TI2V release has"
+        )
+    conditioned = config["in_dim"] == 2 * config["out_dim"] + 4
+    model_type = config.get("model_type", "i2v" if conditioned else "t2v")
+    allowed = ("t2v", "i2v") if two_experts else ("ti2v",)
+    if model_type not in allowed:
+        raise ConversionError(
+            f"{where} says model_type {model_type!r}; a Wan 2.2 release with "
+            f"{'two experts' if two_experts else 'one DiT'} has {' or '.join(map(repr, allowed))}"
+        )
+    if (model_type == "i2v") != conditioned:
+        raise ConversionError(
+            f"{where}: model_type {model_type!r} does not fit in_dim {config['in_dim']} and out_dim {config['out_dim']} "
+            "(an I2V DiT takes the noisy latent, 4 mask channels and the image latent: in_dim = 2 * out_dim + 4)"
+        )
+    return "i2v" if model_type == "i2v" else "t2v"
 
 
 def _read_dit_config(checkpoint_dir: Path) -> dict:
@@ -150,7 +263,7 @@ def _read_dit_config(checkpoint_dir: Path) -> dict:
         raise ConversionError(f"{path} must hold a JSON object, got {type(config).__name__}")
     missing = [name for name in _REQUIRED_CONFIG if name not in config]
     if missing:
-        raise ConversionError(f"{path} lacks fields every Wan 2.1 release writes: {', '.join(missing)}")
+        raise ConversionError(f"{path} lacks fields every Wan release writes: {', '.join(missing)}")
     for name in _REQUIRED_CONFIG:
         value = config[name]
         if name == "eps":

@@ -40,10 +40,13 @@ class ModelCardInfo:
     size: str | None
     components: tuple[ComponentRow, ...]
     converter_version: str
+    variant_name: str | None = None  # the record in `wan_diffusers.tasks`, when task, size and resolution do not say
 
     @property
     def variant(self) -> tasks.WanTask:
         """The release's record in `wan_diffusers.tasks`: the original's sampling defaults the card states."""
+        if self.variant_name is not None:
+            return next(variant for variant in tasks.TASKS if variant.name == self.variant_name)
         return tasks.find_variant(self.task, size=self.size, resolution=self.resolution)
 
     @classmethod
@@ -51,9 +54,15 @@ class ModelCardInfo:
         from .. import __version__
         from .detect import DIT_INDEX, DIT_WEIGHTS, T5_TOKENIZER
 
+        def dit_source(files, folder: str = "") -> str:
+            weights = DIT_WEIGHTS if len(files) == 1 else DIT_INDEX
+            shards = "" if len(files) == 1 else f" ({len(files)} shards)"
+            return f"`{folder}config.json` + `{folder}{weights}`{shards}"
+
+        experts = release.expert_2 is not None
         sources = {
-            "transformer": f"`config.json` + `{DIT_WEIGHTS if len(release.dit_files) == 1 else DIT_INDEX}`"
-            + ("" if len(release.dit_files) == 1 else f" ({len(release.dit_files)} shards)"),
+            "transformer": dit_source(release.dit_files, "high_noise_model/" if experts else ""),
+            "transformer_2": dit_source(release.expert_2.files, "low_noise_model/") if experts else "",
             "vae": f"`{release.vae_checkpoint.name}`",
             "text_encoder": f"`{release.t5_checkpoint.name}`",
             "image_encoder": f"`{release.clip_checkpoint.name}` (vision tower; the text tower is dropped)"
@@ -104,6 +113,7 @@ class ModelCardInfo:
             size=release.size,
             components=tuple(rows),
             converter_version=__version__,
+            variant_name=release.variant.name,
         )
 
 
@@ -112,7 +122,7 @@ def render_model_card(info: ModelCardInfo) -> str:
         "license": "apache-2.0",
         "library_name": "diffusers",
         "pipeline_tag": PIPELINE_TAGS[info.task],
-        "tags": ["wan", "wan2.1", "wan-diffusers", *_TASK_TAGS[info.task]],
+        "tags": ["wan", _generation_tag(info), "wan-diffusers", *_TASK_TAGS[info.task]],
     }
     if info.base_model:
         front_matter["base_model"] = info.base_model
@@ -230,9 +240,15 @@ def _usage(info: ModelCardInfo) -> str:
         f"num_frames={variant.num_frames}",
         f"guidance_scale={variant.guidance_scale:g}",
     ]
+    if variant.guidance_scale_2 is not None:
+        arguments.append(f"guidance_scale_2={variant.guidance_scale_2:g}")
     lines.append("video = pipe(" + ", ".join(arguments) + ").frames[0]")
     lines.append(f'export_to_video(video, "output.mp4", fps={variant.fps})')
     return "\n".join(lines)
+
+
+def _generation_tag(info: ModelCardInfo) -> str:
+    return "wan2.2" if (info.variant.release or "").startswith("Wan2.2") else "wan2.1"
 
 
 def _diffusers_transformer(info: ModelCardInfo) -> str:
