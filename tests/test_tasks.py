@@ -177,7 +177,10 @@ def test_model_cards_state_the_variants_defaults(variant):
     assert f"samples this task with shift {variant.shift:g}" in card
     assert f"{variant.num_inference_steps} steps and guidance scale {variant.guidance_scale:g}" in card
     assert f"height={variant.height}, width={variant.width}, num_frames={variant.num_frames}" in card
-    assert f"guidance_scale={variant.guidance_scale:g})" in card and f"fps={variant.fps})" in card
+    guidance = f"guidance_scale={variant.guidance_scale:g}"
+    if variant.guidance_scale_2 is not None:  # Wan 2.2 A14B: the low-noise expert's too
+        guidance += f", guidance_scale_2={variant.guidance_scale_2:g}"
+    assert f"{guidance})" in card and f"fps={variant.fps})" in card
     assert f"base_model: {variant.base_model}" in card and variant.pipeline_class in card
 
 
