@@ -12,56 +12,34 @@ import torch
 from transformers import (
     AutoTokenizer,
     CLIPImageProcessor,
-    CLIPVisionConfig,
     CLIPVisionModelWithProjection,
-    UMT5Config,
     UMT5EncoderModel,
 )
 
 from wan_diffusers.conversion.image_encoder import IMAGE_ENCODER_RULES, image_encoder_config_from_shapes
 from wan_diffusers.conversion.rules import rename_state_dict
 from wan_diffusers.conversion.text_encoder import TEXT_ENCODER_RULES, text_encoder_config_from_shapes
+from wan_diffusers.pipelines.demo import CLIP_IMAGE_SIZE, IMAGE_DIM, TEXT_DIM
+from wan_diffusers.pipelines.demo import tiny_image_encoder as tiny_clip
+from wan_diffusers.pipelines.demo import tiny_text_encoder as tiny_umt5
 
 from factories.parity import COMPONENTS_DIR, manifest, original_component_state_dict
 
 TOKENIZER_DIR = COMPONENTS_DIR / "google" / "umt5-xxl"
-CLIP_IMAGE_SIZE = 8
-CLIP_TOKENS = (CLIP_IMAGE_SIZE // 4) ** 2 + 1
 
 
 def tiny_tokenizer():
     return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
 
 
-def tiny_text_encoder(text_dim: int = 16, seed: int = 0) -> UMT5EncoderModel:
+def tiny_text_encoder(text_dim: int = TEXT_DIM, seed: int = 0) -> UMT5EncoderModel:
     torch.manual_seed(seed)
-    config = UMT5Config(
-        vocab_size=512,
-        d_model=text_dim,
-        d_kv=8,
-        d_ff=32,
-        num_layers=2,
-        num_heads=2,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=16,
-        feed_forward_proj="gated-gelu",
-    )
-    return UMT5EncoderModel(config).eval()
+    return tiny_umt5(vocab_size=512, d_model=text_dim)  # the tokenizer's 452 tokens fit
 
 
-def tiny_image_encoder(image_dim: int = 20, seed: int = 0) -> CLIPVisionModelWithProjection:
+def tiny_image_encoder(image_dim: int = IMAGE_DIM, seed: int = 0) -> CLIPVisionModelWithProjection:
     torch.manual_seed(seed)
-    config = CLIPVisionConfig(
-        hidden_size=image_dim,
-        intermediate_size=2 * image_dim,
-        projection_dim=8,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=CLIP_IMAGE_SIZE,
-        patch_size=4,
-        hidden_act="gelu",
-    )
-    return CLIPVisionModelWithProjection(config).eval()
+    return tiny_clip(hidden_size=image_dim, intermediate_size=2 * image_dim)
 
 
 def tiny_image_processor() -> CLIPImageProcessor:

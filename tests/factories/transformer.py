@@ -6,26 +6,13 @@ import torch
 
 from wan_diffusers.conversion.rules import rename_state_dict
 from wan_diffusers.conversion.transformer import TRANSFORMER_RULES, transformer_config_from_original
+from wan_diffusers.pipelines.demo import CLIP_TOKENS, TRANSFORMER_CONFIGS
 
 from factories.parity import original_dit_state_dict, task_dir
 
-# 2 layers, 2 heads of 12 channels (RoPE split 4/4/4), text width 16, CLIP width 20: small enough for every test
-# to run in milliseconds, large enough that every path (RoPE axes, heads, image tokens) is exercised.
-T2V_CONFIG = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=12,
-    in_channels=16,
-    out_channels=16,
-    text_dim=16,
-    freq_dim=32,
-    ffn_dim=48,
-    num_layers=2,
-)
-I2V_CONFIG = dict(T2V_CONFIG, in_channels=36, image_dim=20, added_kv_proj_dim=24)
-FLF2V_CONFIG = dict(I2V_CONFIG, pos_embed_seq_len=2 * 5)
-CONFIGS = {"t2v": T2V_CONFIG, "i2v": I2V_CONFIG, "flf2v": FLF2V_CONFIG}
-IMAGE_TOKENS = 5
+# The tiny sizes are the offline demo's (wan_diffusers/pipelines/demo.py), one definition for both.
+CONFIGS = {task: TRANSFORMER_CONFIGS[task] for task in ("t2v", "i2v", "flf2v")}
+IMAGE_TOKENS = CLIP_TOKENS
 
 
 def tiny_transformer_config(task: str = "t2v", **overrides) -> dict:

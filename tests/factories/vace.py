@@ -6,13 +6,10 @@ import torch
 
 from wan_diffusers.conversion.rules import rename_state_dict
 from wan_diffusers.conversion.transformer import TRANSFORMER_RULES, transformer_config_from_original
+from wan_diffusers.pipelines.demo import VACE_CONFIG  # the tiny sizes are the demo's
 
 from factories.parity import component_references, dit_references, manifest, original_dit_state_dict, task_dir
-from factories.transformer import pad_text, tiny_transformer_config
-
-# The tiny T2V transformer with 3 blocks and hints after blocks 0 and 2, so a block without a hint sits between two
-# with one (as in the releases: every 2nd block for 1.3B, every 5th for 14B).
-VACE_CONFIG = tiny_transformer_config("t2v", num_layers=3, vace_layers=[0, 2], vace_in_channels=96)
+from factories.transformer import pad_text
 
 
 def tiny_vace_config(**overrides) -> dict:

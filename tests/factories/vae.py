@@ -27,17 +27,12 @@ from diffusers import AutoencoderKLWan as DiffusersAutoencoderKLWan
 from safetensors.torch import load_file
 
 from wan_diffusers.models.autoencoder_kl_wan import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD, AutoencoderKLWan
+from wan_diffusers.pipelines.demo import VAE_CONFIG
 
 from factories.parity import original_component_state_dict
 
-PARITY_VAE_CONFIG = {
-    "base_dim": 3,
-    "z_dim": 16,
-    "dim_mult": [1, 2, 4, 4],
-    "num_res_blocks": 2,
-    "temperal_downsample": [False, True, True],
-}
-TINY_VAE_CONFIG = {**PARITY_VAE_CONFIG, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
+TINY_VAE_CONFIG = VAE_CONFIG  # the demo's (wan_diffusers/pipelines/demo.py)
+PARITY_VAE_CONFIG = {**TINY_VAE_CONFIG, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2}
 WIDE_VAE_CONFIG = {**PARITY_VAE_CONFIG, "base_dim": 32}
 
 WAN22_PARITY_VAE_CONFIG = {
