@@ -112,7 +112,7 @@ def load_transformer(model: str, device, dtype, random_weights: bool = False):
         raise ValueError(f"--model {model}: expected a Wan DiT config, found class {config.get('_class_name')!r}")
     if random_weights:
         return random_weights_model(cls, config, device, dtype)
-    return cls.from_pretrained(model, subfolder=subfolder, torch_dtype=dtype).to(torch.device(device))
+    return cls.from_pretrained(model, subfolder=subfolder, dtype=dtype).to(torch.device(device))
 
 
 def random_weights_model(cls, config: dict, device, dtype):
@@ -142,12 +142,15 @@ def measure(args: argparse.Namespace) -> dict:
     """Time `args.warmup + args.steps` steps of the sampling loop; return the figures as a flat dict."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.utils import logging
 
     from . import WanPipeline
     from .utils.flops import peak_tflops, transformer_forward_flops, video_tokens
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype_from_name(args.dtype, device)
+    what = "the config of" if args.random_weights else "the transformer of"
+    logging.get_logger(__name__).info(f"Loading {what} {args.model} on {device} ({str(dtype).removeprefix('torch.')})")
     transformer = load_transformer(args.model, device, dtype, args.random_weights)
     if args.attention_backend:
         transformer.set_attention_backend(args.attention_backend)
@@ -162,7 +165,8 @@ def measure(args: argparse.Namespace) -> dict:
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
     )
-    pipe.set_progress_bar_config(disable=True)
+    # a sign of life: loading and compiling a 14B model take minutes, and so may the steps
+    pipe.set_progress_bar_config(desc=f"bench: {args.warmup} warm-up + {args.steps} timed steps")
     if args.guidance == "batched":
         pipe.enable_batched_guidance()
     latent = (1 + (args.num_frames - 1) // 4, args.height // 8, args.width // 8)

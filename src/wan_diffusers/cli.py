@@ -325,7 +325,7 @@ def _load_pipeline(args: argparse.Namespace, variant: WanTask, dtype):
     else:
         cls = getattr(sys.modules[__package__], variant.pipeline_class)  # the package's lazy export
         logger.info(f"Loading {args.model} as {cls.__name__} ({str(dtype).removeprefix('torch.')}, VAE float32)")
-        pipe = cls.from_pretrained(args.model, torch_dtype={"vae": torch.float32, "default": dtype})
+        pipe = cls.from_pretrained(args.model, dtype={"vae": torch.float32, "default": dtype})
     if args.sampler != "scheduler":
         pipe.use_original_sampling(args.sampler, args.shift or _default_shift(args, variant))
     return pipe

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,31 @@ def test_help_keeps_the_examples_and_shows_the_defaults(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("wan-diffusers ")
+
+
+def test_a_model_run_shows_the_decoding_and_warns_nothing_of_ours(repo, tmp_path, capsys):
+    output = tmp_path / "cat.mp4"
+    argv = ["generate", "--prompt", "a cat", "--model", str(repo), "--output", str(output), "--device", "cpu", *SMALL]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(argv) == 0
+    assert not [str(w.message) for w in caught if "torch_dtype" in str(w.message)]
+    err = capsys.readouterr().err
+    assert "Decoding: 100%" in err and "2/2" in err  # 5 frames: 2 latent frames
+    assert output.is_file()
+
+
+def test_ctrl_c_while_decoding_stops_and_keeps_the_existing_video(repo, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "cat.mp4"
+    output.write_bytes(b"yesterday's video")
+    with signal_inside(monkeypatch, "wan_diffusers.models.autoencoder_kl_wan:CausalConvCache", signal.SIGINT):
+        assert cli.main(["generate", "--prompt", "a cat", "--output", str(output), *SMALL]) == 130
+    assert output.read_bytes() == b"yesterday's video"
+    assert "error: interrupted (Ctrl-C)" in capsys.readouterr().err
+
+
+def test_bench_shows_a_sign_of_life(repo, capsys):
+    args = ["bench", "--model", str(repo), "--height", "32", "--width", "48", "--num-frames", "5"]
+    assert cli.main([*args, "--steps", "2", "--warmup", "1", "--peak-tflops", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"Loading the transformer of {repo}" in err and "bench: 1 warm-up + 2 timed steps: 100%" in err

@@ -60,7 +60,7 @@ def _model_loading_kwargs(name: str, kwargs: dict) -> dict:
     if isinstance(dtype, dict):
         dtype = dtype.get(name, dtype.get("default", torch.float32))
     if dtype is not None:
-        loading["torch_dtype"] = dtype
+        loading["dtype"] = dtype
     quantization_config = kwargs.get("quantization_config")
     if quantization_config is not None and hasattr(quantization_config, "_resolve_quant_config"):
         resolved = quantization_config._resolve_quant_config(is_diffusers=True, module_name=name)

@@ -1,5 +1,7 @@
 """The VAE side of the Wan pipelines: latent shapes and start noise, the latent normalisation, encoding and decoding."""
 
+from contextlib import contextmanager
+
 import torch
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 from diffusers.video_processor import VideoProcessor
@@ -61,8 +63,31 @@ class WanVideoLatentsMixin:
             return latents
         vae_device = get_module_execution_device(self.vae)
         latents = self.denormalize_latents(latents.to(device=vae_device, dtype=self.vae.dtype))
-        video = self.vae.decode(latents, return_dict=False)[0]
+        with self._decoding_progress(latents):
+            video = self.vae.decode(latents, return_dict=False)[0]
         return self.video_processor.postprocess_video(video, output_type=output_type)
+
+    @contextmanager
+    def _decoding_progress(self, latents: torch.Tensor):
+        """A progress bar over the VAE's decoder calls (one per latent frame, per tile and batch slice): decoding
+        480 x 832 x 81 takes minutes on a CPU, and would otherwise run silent after the last denoising step."""
+        total = latents.shape[2]
+        tiles = getattr(self.vae, "_spatial_tiles", None)
+        if getattr(self.vae, "use_slicing", False):
+            total *= latents.shape[0]
+        if tiles is not None and getattr(self.vae, "use_tiling", False):
+            total *= len(tiles(tuple(latents.shape[3:]), decoding=True))
+        decoder = getattr(self.vae, "decoder", None)
+        if decoder is None:
+            yield
+            return
+        with self.progress_bar(total=total) as progress:
+            progress.set_description("Decoding")
+            hook = decoder.register_forward_hook(lambda *_: progress.update())
+            try:
+                yield
+            finally:
+                hook.remove()
 
     def finish(self, video, return_dict: bool):
         self.maybe_free_model_hooks()
