@@ -7,12 +7,19 @@ level differences). Timesteps and the expert of every step must be exact.
 
 import json
 
+import diffusers
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from wan_diffusers import WanImageToVideoPipeline, WanPipeline, WanTransformer3DModel, WanVACEPipeline
-from wan_diffusers.pipelines.experts import high_noise_steps
+from wan_diffusers import (
+    AutoencoderKLWan,
+    WanImageToVideoPipeline,
+    WanPipeline,
+    WanTransformer3DModel,
+    WanVACEPipeline,
+)
+from wan_diffusers.pipelines.experts import high_noise_steps, wan22_variant_of
 from wan_diffusers.pipelines.image_processing import cover_and_crop_lanczos
 from wan_diffusers.pipelines.sampling import original_scheduler, scheduler_shift
 from wan_diffusers.pipelines.text import DEFAULT_NEGATIVE_PROMPTS
@@ -310,3 +317,42 @@ def test_ti2v_sampling_matches_the_original(task):
         frame = cover_and_crop_lanczos(images[0], height, width)
         assert torch.equal(frame[None], references["sampling.i2v.vae_input_image"])  # the preprocessing is exact
         assert max_rel(pipe.prepare_image_latent(images[0], height, width), image_latent) <= 1e-5  # VAE encode
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("model", ["a14b", "ti2v"])
+def test_official_wan22_diffusers_layouts_load_our_classes(model, tmp_path):
+    """The layout of `Wan-AI/Wan2.2-T2V-A14B-Diffusers` (two `["diffusers", "WanTransformer3DModel"]` experts,
+    `boundary_ratio` in model_index.json) and `Wan2.2-TI2V-5B-Diffusers` (`expand_timesteps`, the Wan 2.2 VAE), as
+    diffusers' own pipeline saves them, load with our classes."""
+    ours = tiny_pipeline("t2v")
+    components = {name: ours.components[name] for name in ("tokenizer", "text_encoder", "scheduler")}
+    config = {k: v for k, v in ours.transformer.config.items() if not k.startswith("_")}
+    if model == "a14b":
+        extra = dict(transformer_2=diffusers.WanTransformer3DModel(**config), boundary_ratio=0.875)
+        vae = diffusers.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+    else:
+        config.update(in_channels=48, out_channels=48)
+        extra = dict(expand_timesteps=True)
+        vae = diffusers.AutoencoderKLWan(
+            base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
+            latents_mean=[0.0] * 48, latents_std=[1.0] * 48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+            scale_factor_spatial=16,
+        )  # fmt: skip
+    official = diffusers.WanPipeline(
+        **components, vae=vae, transformer=diffusers.WanTransformer3DModel(**config), **extra
+    )
+    official.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["transformer"] == ["diffusers", "WanTransformer3DModel"]
+
+    loaded = WanPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.transformer) is WanTransformer3DModel and type(loaded.vae) is AutoencoderKLWan
+    if model == "a14b":
+        assert type(loaded.transformer_2) is WanTransformer3DModel and loaded.config.boundary_ratio == 0.875
+    else:
+        assert loaded.config.expand_timesteps and loaded.transformer_2 is None
+        assert wan22_variant_of(loaded).name == "ti2v-5B"
+    frames = loaded(**call_kwargs(height=32, width=32, num_frames=5, output_type="pt")).frames
+    assert frames.shape == (1, 5, 3, 32, 32)
