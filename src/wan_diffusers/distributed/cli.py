@@ -96,32 +96,40 @@ def check_distributed_arguments(args: argparse.Namespace) -> None:
         )
     if layout.fsdp and args.text_encoder_on_cpu:
         raise ValueError("--fsdp shards the text encoder over the GPUs: drop --text-encoder-on-cpu")
-    config = _transformer_config(args)
-    if config is not None:
+    config, vae_config = _model_configs(args)
+    if config:
         layout.check_model(config["num_attention_heads"], FLAG_NAMES)
-    tokens = _video_tokens(args, config or {})
+    tokens = _video_tokens(args, config, vae_config)
     if tokens is not None:
         layout.check_tokens(
             tokens, "the video (--height, --width, --frames: latent frames x height / 16 x width / 16)"
         )
 
 
-def _transformer_config(args: argparse.Namespace) -> dict | None:
-    """The DiT's config.json (a small file, no weights), or None for the built-in demo (checked when it is built)."""
+def _model_configs(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The DiT's and the VAE's config.json (small files, no weights); empty for the built-in demo, whose heads are
+    checked when it is built."""
     if args.model is None:
-        return None
+        return {}, {}
+    from ..models.autoencoder_kl_wan import AutoencoderKLWan
     from ..models.transformer_wan import WanTransformer3DModel
 
-    return dict(WanTransformer3DModel.load_config(args.model, subfolder="transformer"))
+    transformer = dict(WanTransformer3DModel.load_config(args.model, subfolder="transformer"))
+    try:
+        vae = dict(AutoencoderKLWan.load_config(args.model, subfolder="vae"))
+    except OSError:  # checked against the Wan 2.1 VAE's strides, and again when the DiT runs
+        vae = {}
+    return transformer, vae
 
 
-def _video_tokens(args: argparse.Namespace, config: dict) -> int | None:
+def _video_tokens(args: argparse.Namespace, config: dict, vae_config: dict) -> int | None:
     from ..cli import size_defaults
     from ..tasks import variant_for_model
 
     defaults = size_defaults(args, variant_for_model(args.task, args.model))
     patch_t, patch_h, patch_w = config.get("patch_size", (1, 2, 2))
-    spatial, temporal = 8, 4  # the Wan 2.1 VAE's strides
+    spatial = vae_config.get("scale_factor_spatial") or 8  # 16 for the Wan 2.2 VAE
+    temporal = vae_config.get("scale_factor_temporal") or 4
     height, width, frames = args.height, args.width, args.frames or defaults["frames"]
     if args.task in ("v2v", "vace") and args.video is not None:
         return None  # the size and frame count come from the video file
