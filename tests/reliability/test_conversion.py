@@ -158,3 +158,18 @@ def test_malformed_config_values_name_the_file_and_field(field, value, rule, tmp
     assert main(convert_args(str(release), str(tmp_path / "repo"))) == 1
     assert f"error: {release / 'config.json'}: {rule}" in one_line_error(capsys.readouterr().err)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["release"]
+
+
+def test_an_integer_weight_is_one_line_naming_the_tensor(tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    release = build_release(tmp_path / "release", "t2v-1.3b")
+    weights = release / "diffusion_pytorch_model.safetensors"
+    state_dict = load_file(weights)
+    state_dict["patch_embedding.bias"] = state_dict["patch_embedding.bias"].to(torch.int32)
+    save_file(state_dict, weights)
+    assert main(convert_args(str(release), str(tmp_path / "repo"))) == 1
+    line = one_line_error(capsys.readouterr().err)
+    assert "The DiT checkpoint holds `patch_embedding.bias` as int32; Wan weights are floating-point" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["release"]

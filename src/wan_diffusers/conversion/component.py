@@ -70,6 +70,13 @@ class ComponentConversion:
             aliases[name] = first_name.setdefault(id(tensor), name)
         expected = {name: tuple(t.shape) for name, t in model_tensors.items() if aliases[name] == name}
         check_state_dict(converted, expected, what=self.what)
+        for name in expected:  # model weights are floating-point; an integer one means a damaged or another file
+            if not converted[name].dtype.is_floating_point:
+                dtype = str(converted[name].dtype).removeprefix("torch.")
+                raise ConversionError(
+                    f"The {self.what} checkpoint holds `{name}` as {dtype}; Wan weights are floating-point, so the "
+                    "file is damaged or not a Wan checkpoint"
+                )
         self.model.load_state_dict(
             {name: converted[aliases[name]] for name in model_tensors}, strict=True, assign=True
         )
