@@ -235,6 +235,8 @@ def _random_inputs(config: dict, latent: tuple, device, dtype) -> dict:
     and for an I2V / FLF2V model the condition channels and CLIP tokens, for VACE the control latents."""
     import torch
 
+    from .models.transformer_wan import TEXT_CONTEXT_LENGTH
+
     generator = torch.Generator(device).manual_seed(0)
 
     def noise(*shape, dtype=dtype):
@@ -242,8 +244,8 @@ def _random_inputs(config: dict, latent: tuple, device, dtype) -> dict:
 
     inputs = {
         "latents": noise(1, config["out_channels"], *latent, dtype=torch.float32),
-        "prompt_embeds": noise(1, 512, config["text_dim"]),
-        "negative_prompt_embeds": noise(1, 512, config["text_dim"]),
+        "prompt_embeds": noise(1, TEXT_CONTEXT_LENGTH, config["text_dim"]),
+        "negative_prompt_embeds": noise(1, TEXT_CONTEXT_LENGTH, config["text_dim"]),
         "transformer_kwargs": {},
     }
     if config["in_channels"] > config["out_channels"]:  # I2V / FLF2V: mask and condition latents

@@ -20,10 +20,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-# `wan/configs/shared_config.py`: `text_len`, the prompt length the text encoder sees (padded with zeros after the
-# prompt's tokens).
-TEXT_LENGTH = 512
-
 # `wan/configs/shared_config.py` -> `sample_neg_prompt` (T2V, T2I and VACE). The separators are full-width commas.
 NEGATIVE_PROMPT_T2V = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"

@@ -31,13 +31,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.transformer_wan import TEXT_CONTEXT_LENGTH
+
 GB = 10**9
 RESERVED_BYTES = int(0.6 * GB)
 DIT_ACTIVATION_CALIBRATION = 1.2
 VAE_DECODE_UNITS = 36
 VAE_ENCODE_UNITS = 23
 LATENT_COPIES = 8
-TEXT_TOKENS = 512  # the DiT pads every text embedding to 512 rows (`TEXT_CONTEXT_LENGTH`)
+TEXT_TOKENS = TEXT_CONTEXT_LENGTH  # the DiT pads every text embedding to this many rows
 _ROPE_BYTES_PER_TOKEN_AND_CHANNEL = 2 * 4  # cos and sin, float32
 
 

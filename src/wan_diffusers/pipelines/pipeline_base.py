@@ -22,6 +22,7 @@ from diffusers.utils import logging
 
 from ..memory.guard import check_call_memory
 from ..memory.planner import VRAMBudgetMixin
+from ..models.transformer_wan import TEXT_CONTEXT_LENGTH
 from .checks import check_finite_number, check_finite_tensor, check_generator, check_result, check_sigmas
 from .experts import check_expert_inputs, high_noise_steps, put_image_frame, token_timestep_scale
 from .loading import WanModelClassesMixin
@@ -52,7 +53,7 @@ class WanPipelineBase(
     task = "t2v"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
     # The original model's text context length: the DiT zero-pads every text embedding to this many rows.
-    text_sequence_length = 512
+    text_sequence_length = TEXT_CONTEXT_LENGTH
 
     def __init__(self):
         super().__init__()

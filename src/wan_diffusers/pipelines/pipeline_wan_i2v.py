@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, CLIPVisionModelWithProjection, UMT5Encod
 from transformers.image_processing_utils import BaseImageProcessor
 
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
-from ..models.transformer_wan import WanTransformer3DModel
+from ..models.transformer_wan import TEXT_CONTEXT_LENGTH, WanTransformer3DModel
 from .image_processing import (
     best_output_size,
     clip_pixel_values,
@@ -220,7 +220,7 @@ class WanImageToVideoPipeline(WanPipelineBase):
         | MultiPipelineCallbacks
         | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
-        max_sequence_length: int = 512,
+        max_sequence_length: int = TEXT_CONTEXT_LENGTH,
         sigmas: list[float] | None = None,
         max_area: int = 480 * 832,
     ) -> WanPipelineOutput | tuple:
@@ -343,14 +343,14 @@ class WanImageToVideoPipeline(WanPipelineBase):
 
         # 2. encode the prompts and the image(s)
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-            prompt,
-            negative_prompt,
-            self.do_classifier_free_guidance,
-            num_videos_per_prompt,
-            prompt_embeds,
-            negative_prompt_embeds,
-            max_sequence_length,
-            device,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            do_classifier_free_guidance=self.do_classifier_free_guidance,
+            num_videos_per_prompt=num_videos_per_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            max_sequence_length=max_sequence_length,
+            device=device,
         )
         transformer_kwargs = {}
         if self._dit.config.image_dim is not None:

@@ -11,7 +11,7 @@ from diffusers.schedulers import FlowMatchEulerDiscreteScheduler
 from transformers import AutoTokenizer, UMT5EncoderModel
 
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
-from ..models.transformer_wan import WanTransformer3DModel
+from ..models.transformer_wan import TEXT_CONTEXT_LENGTH, WanTransformer3DModel
 from .checks import check_pixel_values
 from .pipeline_base import WanPipelineBase
 from .pipeline_output import WanPipelineOutput
@@ -117,7 +117,7 @@ class WanVideoToVideoPipeline(WanPipelineBase):
         | MultiPipelineCallbacks
         | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
-        max_sequence_length: int = 512,
+        max_sequence_length: int = TEXT_CONTEXT_LENGTH,
         sigmas: list[float] | None = None,
     ) -> WanPipelineOutput | tuple:
         r"""
@@ -233,14 +233,14 @@ class WanVideoToVideoPipeline(WanPipelineBase):
 
         # 2. encode the prompts
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-            prompt,
-            negative_prompt,
-            self.do_classifier_free_guidance,
-            num_videos_per_prompt,
-            prompt_embeds,
-            negative_prompt_embeds,
-            max_sequence_length,
-            device,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            do_classifier_free_guidance=self.do_classifier_free_guidance,
+            num_videos_per_prompt=num_videos_per_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            max_sequence_length=max_sequence_length,
+            device=device,
         )
 
         # 3. timesteps: the last `strength` part of the full schedule

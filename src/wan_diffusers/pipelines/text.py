@@ -17,6 +17,7 @@ import torch
 from diffusers.utils.torch_utils import get_module_execution_device
 
 from ..hooks.text_encoder_on_cpu import apply_text_encoder_on_cpu, is_kept_on_cpu, remove_text_encoder_on_cpu
+from ..models.transformer_wan import TEXT_CONTEXT_LENGTH
 from ..tasks import TASK_NAMES, default_variant
 from .experts import wan22_variant_of
 
@@ -41,7 +42,7 @@ class WanTextEncodingMixin:
         self,
         prompt: str | list[str],
         num_videos_per_prompt: int = 1,
-        max_sequence_length: int = 512,
+        max_sequence_length: int = TEXT_CONTEXT_LENGTH,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
@@ -78,7 +79,7 @@ class WanTextEncodingMixin:
         num_videos_per_prompt: int = 1,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
-        max_sequence_length: int = 512,
+        max_sequence_length: int = TEXT_CONTEXT_LENGTH,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
