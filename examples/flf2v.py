@@ -5,7 +5,7 @@
 
 The video starts on `--first` and ends on `--last`. Any 4n + 1 frame count works (the original only allows 81).
 With `--model` this samples like the original `generate.py --task flf2v-14B` (UniPC, shift 16, 50 steps, guidance
-5.5) within 720 * 1280 pixels. Without `--first` / `--last`, two synthetic frames are drawn (a ball on the left,
+5: the FLF2V record of `wan_diffusers.tasks`) within 720 * 1280 pixels. Without `--first` / `--last`, two synthetic frames are drawn (a ball on the left,
 then on the right). Without `--model` the frames are noise.
 """
 
@@ -17,6 +17,7 @@ import torch
 
 from wan_diffusers import WanImageToVideoPipeline
 from wan_diffusers.pipelines.demo import build_demo_pipeline
+from wan_diffusers.tasks import variant_for_model
 from wan_diffusers.utils import export_to_mp4, load_image
 
 
@@ -40,22 +41,28 @@ def main(argv=None):
     parser.add_argument("--output", default="flf2v.mp4")
     args = parser.parse_args(argv)
 
-    size = (720, 1280) if args.model else (48, 64)
+    variant = variant_for_model("flf2v", args.model)  # the original's defaults for this model
+    size = (variant.height, variant.width) if args.model else (48, 64)
     first = load_image(args.first) if args.first else ball(0.0, *size)
     last = load_image(args.last) if args.last else ball(1.0, *size)
     if args.model:
         dtypes = {"vae": torch.float32, "default": torch.bfloat16}
         pipe = WanImageToVideoPipeline.from_pretrained(args.model, torch_dtype=dtypes)
         pipe.enable_model_cpu_offload()
-        settings = dict(max_area=720 * 1280, num_frames=81, num_inference_steps=50)
+        settings = dict(
+            max_area=variant.max_area, num_frames=variant.num_frames, num_inference_steps=variant.num_inference_steps
+        )
     else:
         pipe = build_demo_pipeline("flf2v")
         settings = dict(max_area=48 * 64, num_frames=9, num_inference_steps=3)
-    pipe.use_original_sampling("unipc", shift=16.0)
+    pipe.use_original_sampling("unipc", shift=variant.shift)
 
     generator = torch.Generator("cpu").manual_seed(args.seed)
-    video = pipe(first, args.prompt, last_image=last, guidance_scale=5.5, generator=generator, **settings).frames[0]
-    print(f"wrote {export_to_mp4(video, args.output, fps=16)}")
+    guidance = variant.guidance_scale
+    video = pipe(first, args.prompt, last_image=last, guidance_scale=guidance, generator=generator, **settings).frames[
+        0
+    ]
+    print(f"wrote {export_to_mp4(video, args.output, fps=variant.fps)}")
 
 
 if __name__ == "__main__":

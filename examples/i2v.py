@@ -3,10 +3,11 @@
     python examples/i2v.py                                                       # offline, tiny random weights
     python examples/i2v.py --model Wan-AI/Wan2.1-I2V-14B-480P-Diffusers --image photo.jpg
 
-The video size follows the image's aspect ratio within `--max-area` pixels, by the original rule (480 * 832 for the
-480P model, 720 * 1280 for the 720P one); the first frame is the image. With `--model` this samples like the original
-`generate.py --task i2v-14B` (UniPC, 40 steps, guidance 5; shift 3 at 480P, 5 at 720P). Without `--image` a
-synthetic picture is drawn. Without `--model` the frames are noise.
+The video size follows the image's aspect ratio within `--max-area` pixels, by the original rule (default: the
+model's variant in `wan_diffusers.tasks`, 480 * 832 for the 480P model, 720 * 1280 for the 720P one); the first frame
+is the image. With `--model` this samples like the original `generate.py --task i2v-14B` (UniPC, 40 steps, guidance
+5; shift 3 up to 480 * 832 pixels, else 5). Without `--image` a synthetic picture is drawn. Without `--model` the
+frames are noise.
 """
 
 import argparse
@@ -17,6 +18,7 @@ import torch
 
 from wan_diffusers import WanImageToVideoPipeline
 from wan_diffusers.pipelines.demo import build_demo_pipeline
+from wan_diffusers.tasks import shift_for, variant_for_model
 from wan_diffusers.utils import export_to_mp4, load_image
 
 
@@ -34,26 +36,35 @@ def main(argv=None):
     parser.add_argument("--model", help="Hub id or local folder (default: the tiny offline demo pipeline)")
     parser.add_argument("--image", help="the first frame (default: a synthetic sunset)")
     parser.add_argument("--prompt", default="The sun slowly sets over the calm sea, gentle waves, cinematic.")
-    parser.add_argument("--max-area", type=int, default=480 * 832)
-    parser.add_argument("--shift", type=float, default=3.0)
+    parser.add_argument("--max-area", type=int, help="default: the variant's")
+    parser.add_argument("--shift", type=float, help="default: the original's for the size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="i2v.mp4")
     args = parser.parse_args(argv)
 
-    image = load_image(args.image) if args.image else sunset(*((480, 832) if args.model else (48, 64)))
+    variant = variant_for_model("i2v", args.model)  # the original's defaults for this model
+    image = (
+        load_image(args.image)
+        if args.image
+        else sunset(*((variant.height, variant.width) if args.model else (48, 64)))
+    )
     if args.model:
         dtypes = {"vae": torch.float32, "default": torch.bfloat16}
         pipe = WanImageToVideoPipeline.from_pretrained(args.model, torch_dtype=dtypes)
         pipe.enable_model_cpu_offload()
-        settings = dict(max_area=args.max_area, num_frames=81, num_inference_steps=40)
+        settings = dict(
+            max_area=args.max_area or variant.max_area,
+            num_frames=variant.num_frames,
+            num_inference_steps=variant.num_inference_steps,
+        )
     else:
         pipe = build_demo_pipeline("i2v")
         settings = dict(max_area=48 * 64, num_frames=9, num_inference_steps=3)
-    pipe.use_original_sampling("unipc", shift=args.shift)
+    pipe.use_original_sampling("unipc", shift=args.shift or shift_for("i2v", settings["max_area"]))
 
     generator = torch.Generator("cpu").manual_seed(args.seed)
-    video = pipe(image, args.prompt, guidance_scale=5.0, generator=generator, **settings).frames[0]
-    print(f"wrote {export_to_mp4(video, args.output, fps=16)}")
+    video = pipe(image, args.prompt, guidance_scale=variant.guidance_scale, generator=generator, **settings).frames[0]
+    print(f"wrote {export_to_mp4(video, args.output, fps=variant.fps)}")
 
 
 if __name__ == "__main__":

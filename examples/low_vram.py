@@ -16,6 +16,7 @@ import torch
 
 from wan_diffusers import WanPipeline
 from wan_diffusers.pipelines.demo import build_demo_pipeline
+from wan_diffusers.tasks import variant_for_model
 from wan_diffusers.utils import export_to_mp4
 
 
@@ -32,15 +33,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    variant = variant_for_model("t2v", args.model)  # the original's defaults for this model
     if args.model:
         pipe = WanPipeline.from_pretrained(args.model, torch_dtype={"vae": torch.float32, "default": torch.bfloat16})
-        settings = dict(height=480, width=832, num_frames=81, num_inference_steps=50)
+        settings = dict(
+            height=variant.height,
+            width=variant.width,
+            num_frames=variant.num_frames,
+            num_inference_steps=variant.num_inference_steps,
+        )
     else:
         pipe = build_demo_pipeline("t2v")
         settings = dict(height=48, width=64, num_frames=9, num_inference_steps=3)
     given = dict(height=args.height, width=args.width, num_frames=args.frames, num_inference_steps=args.steps)
     settings.update({name: value for name, value in given.items() if value is not None})
-    pipe.use_original_sampling("unipc", shift=5.0)
+    pipe.use_original_sampling("unipc", shift=variant.shift)
     size = {name: settings[name] for name in ("height", "width", "num_frames")}
     plan = pipe.enable_vram_budget(args.vram_budget, device=device, **size)
     print(f"plan: {plan.describe()}")
@@ -53,7 +60,7 @@ def main(argv=None):
         print(
             f"peak GPU memory: {measured / 1e9:.2f} GB reserved by PyTorch, estimated {plan.peak_bytes / 1e9:.2f} GB"
         )
-    print(f"wrote {export_to_mp4(video, args.output, fps=16)}")
+    print(f"wrote {export_to_mp4(video, args.output, fps=variant.fps)}")
 
 
 if __name__ == "__main__":

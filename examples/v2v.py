@@ -15,6 +15,7 @@ import torch
 
 from wan_diffusers import WanVideoToVideoPipeline
 from wan_diffusers.pipelines.demo import build_demo_pipeline
+from wan_diffusers.tasks import variant_for_model
 from wan_diffusers.utils import export_to_mp4, load_video
 
 
@@ -39,21 +40,29 @@ def main(argv=None):
     parser.add_argument("--output", default="v2v.mp4")
     args = parser.parse_args(argv)
 
-    synthetic = (81, 480, 832) if args.model else (9, 48, 64)
+    variant = variant_for_model("v2v", args.model)  # the original T2V's defaults
+    synthetic = (variant.num_frames, variant.height, variant.width) if args.model else (9, 48, 64)
     video = load_video(args.video, max_frames=81) if args.video else moving_square(*synthetic)
     video = video[: (len(video) - 1) // 4 * 4 + 1]  # 4n + 1 frames
     if args.model:
         dtypes = {"vae": torch.float32, "default": torch.bfloat16}
         pipe = WanVideoToVideoPipeline.from_pretrained(args.model, torch_dtype=dtypes)
         pipe.enable_model_cpu_offload()
-        settings = dict(height=480, width=832, num_inference_steps=50)
+        settings = dict(height=variant.height, width=variant.width, num_inference_steps=variant.num_inference_steps)
     else:
         pipe = build_demo_pipeline("v2v")
         settings = dict(height=48, width=64, num_inference_steps=4)
 
     generator = torch.Generator("cpu").manual_seed(args.seed)
-    frames = pipe(video=video, prompt=args.prompt, strength=args.strength, generator=generator, **settings).frames
-    print(f"wrote {export_to_mp4(frames[0], args.output, fps=16)}")
+    frames = pipe(
+        video=video,
+        prompt=args.prompt,
+        strength=args.strength,
+        guidance_scale=variant.guidance_scale,
+        generator=generator,
+        **settings,
+    ).frames
+    print(f"wrote {export_to_mp4(frames[0], args.output, fps=variant.fps)}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@
     python examples/vace_tasks.py extend-last   # keep the last --keep frames, generate the frames before them
 
 With `--model` (a local folder or a Hub id such as `Wan-AI/Wan2.1-VACE-1.3B-diffusers`) this runs the real model
-(480 x 832, 81 frames by default; add `--offload` on a GPU with less than ~24 GB, `--original-sampling` to sample
-exactly like the original `generate.py`, UniPC with shift 16). Without it, a tiny random-weight pipeline runs on the
+(the size, frames, steps and guidance of its variant in `wan_diffusers.tasks`; add `--offload` on a GPU with less
+than ~24 GB, `--original-sampling` to sample exactly like the original `generate.py`, UniPC with the variant's shift). Without it, a tiny random-weight pipeline runs on the
 CPU in seconds: its frames are noise, it only shows that the whole path works. Inputs that are not given are
 synthesised (a moving square as the source video, a moving disc as the control video, drawn reference images), so
 every subcommand runs offline as is.
@@ -28,6 +28,7 @@ from diffusers.utils import export_to_video, load_image, load_video
 
 from wan_diffusers import WanVACEPipeline
 from wan_diffusers.pipelines.demo import build_demo_pipeline
+from wan_diffusers.tasks import variant_for_model
 
 TASKS = ("t2v", "r2v", "control", "inpaint", "outpaint", "extend-first", "extend-last")
 PROMPTS = {
@@ -162,10 +163,10 @@ def parse_args(argv=None):
     parser.add_argument("--width", type=int)
     parser.add_argument("--frames", type=int, help="4n + 1 frames")
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--guidance", type=float, help="default: the variant's (wan_diffusers.tasks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--original-sampling", action="store_true", help="UniPC with the original schedule")
-    parser.add_argument("--shift", type=float, default=16.0, help="flow shift for --original-sampling")
+    parser.add_argument("--shift", type=float, help="flow shift for --original-sampling (default: the variant's)")
     parser.add_argument("--offload", action="store_true", help="enable_model_cpu_offload() (CUDA)")
     parser.add_argument("--output", default=None, help="mp4 path, default vace_<task>.mp4")
     return parser.parse_args(argv)
@@ -173,6 +174,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
+    variant = variant_for_model("vace", args.model)  # the original's defaults for this model
     if args.model:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -182,12 +184,13 @@ def main(argv=None) -> str:
             pipe.enable_model_cpu_offload()
         else:
             pipe.to(device)
-        height, width, num_frames, steps = args.height or 480, args.width or 832, args.frames or 81, args.steps or 50
+        height, width = args.height or variant.height, args.width or variant.width
+        num_frames, steps = args.frames or variant.num_frames, args.steps or variant.num_inference_steps
     else:
         pipe = build_demo_pipeline("vace")  # tiny random weights: its frames are noise
         height, width, num_frames, steps = args.height or 48, args.width or 80, args.frames or 9, args.steps or 4
     if args.original_sampling:
-        pipe.use_original_sampling("unipc", shift=args.shift)
+        pipe.use_original_sampling("unipc", shift=args.shift or variant.shift)
     if args.task in ("extend-first", "extend-last") and not 0 < args.keep < num_frames:
         raise SystemExit(f"--keep must be between 1 and {num_frames - 1}, got {args.keep}")
 
@@ -200,11 +203,11 @@ def main(argv=None) -> str:
         width=width,
         num_frames=num_frames,
         num_inference_steps=steps,
-        guidance_scale=args.guidance,
+        guidance_scale=variant.guidance_scale if args.guidance is None else args.guidance,
         generator=torch.Generator().manual_seed(args.seed),
     ).frames[0]
     output = args.output or f"vace_{args.task}.mp4"
-    export_to_video(list(frames), output, fps=16)
+    export_to_video(list(frames), output, fps=variant.fps)
     print(f"wrote {output} ({len(frames)} frames of {width}x{height})")
     return output
 
