@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from wan_diffusers.memory.model import released_transformer
-from wan_diffusers.quantization import RECIPES, quantize_transformer, quantized_bytes, weight_bytes
+from wan_diffusers.memory.model import module_bytes, released_transformer
+from wan_diffusers.quantization import RECIPES, quantize_transformer, quantized_bytes
 
 from factories.transformer import parity_transformer
 
@@ -41,7 +41,7 @@ def test_recipe_error_and_savings(recipe):
 def test_released_savings():
     for size, before, after in (("1.3B", 2.87, 1.48), ("14B", 28.95, 14.90)):
         transformer = released_transformer(size)
-        assert weight_bytes(transformer) / 1e9 == pytest.approx(before, abs=0.01)
+        assert module_bytes(transformer) / 1e9 == pytest.approx(before, abs=0.01)
         for recipe in RECIPES:
             assert quantized_bytes(transformer, recipe) / 1e9 == pytest.approx(after, abs=0.01)
     with pytest.raises(ValueError, match="`recipe` must be one of"):

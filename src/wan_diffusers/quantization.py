@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .memory.model import module_bytes
+
 RECIPES = ("fp8-storage", "int8", "fp8")
 _BLOCK_LINEARS = ("blocks.*", "vace_blocks.*")  # quanto's fnmatch patterns
 
@@ -52,7 +54,7 @@ def quantize_transformer(transformer: torch.nn.Module, recipe: str) -> Quantizat
     """
     if recipe not in RECIPES:
         raise ValueError(f"`recipe` must be one of {RECIPES}, got {recipe!r}")
-    before = weight_bytes(transformer)
+    before = module_bytes(transformer)
     if recipe == "fp8-storage":
         compute_dtype = _float_dtype(transformer)
         transformer.enable_layerwise_casting(
@@ -68,14 +70,14 @@ def quantize_transformer(transformer: torch.nn.Module, recipe: str) -> Quantizat
             exclude=[f"*{name}*" for name in transformer._keep_in_fp32_modules or []],
         )
         freeze(transformer)
-    return QuantizationReport(recipe, before, weight_bytes(transformer))
+    return QuantizationReport(recipe, before, module_bytes(transformer))
 
 
 def quantized_bytes(transformer: torch.nn.Module, recipe: str) -> int:
     """The DiT's weight bytes after `recipe`, computed without quantizing (works on the meta device)."""
     if recipe not in RECIPES:
         raise ValueError(f"`recipe` must be one of {RECIPES}, got {recipe!r}")
-    total = weight_bytes(transformer)
+    total = module_bytes(transformer)
     keep = set(transformer._keep_in_fp32_modules or [])
     for name, module in transformer.named_modules():
         if isinstance(module, torch.nn.Linear) and name.split(".")[0] in ("blocks", "vace_blocks"):
@@ -87,18 +89,6 @@ def quantized_bytes(transformer: torch.nn.Module, recipe: str) -> int:
             total += weight.numel() + (0 if recipe == "fp8-storage" else weight.element_size() * weight.shape[0])
             if recipe == "fp8-storage" and module.bias is not None:  # layerwise casting stores the bias too
                 total -= module.bias.numel() * (module.bias.element_size() - 1)
-    return total
-
-
-def weight_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's parameters and buffers as stored, quanto's quantized tensors included (data + scales)."""
-    total = 0
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        data, scale = getattr(tensor, "_data", None), getattr(tensor, "_scale", None)
-        if data is not None and scale is not None:
-            total += data.numel() * data.element_size() + scale.numel() * scale.element_size()
-        else:
-            total += tensor.numel() * tensor.element_size()
     return total
 
 

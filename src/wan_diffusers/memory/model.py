@@ -44,14 +44,18 @@ _ROPE_BYTES_PER_TOKEN_AND_CHANNEL = 2 * 4  # cos and sin, float32
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of tensors as stored (works on the meta device; one count per storage for tied weights)."""
+    """Bytes of tensors as stored (works on the meta device; tied weights counted once). optimum-quanto's quantized
+    weights count their data and scales (the tensor itself reports the dtype it dequantizes to)."""
     seen, total = set(), 0
     for tensor in tensors:
-        key = id(tensor)
-        if key in seen:
+        if id(tensor) in seen:
             continue
-        seen.add(key)
-        total += tensor.numel() * tensor.element_size()
+        seen.add(id(tensor))
+        data, scale = getattr(tensor, "_data", None), getattr(tensor, "_scale", None)
+        if isinstance(data, torch.Tensor) and isinstance(scale, torch.Tensor):
+            total += data.numel() * data.element_size() + scale.numel() * scale.element_size()
+        else:
+            total += tensor.numel() * tensor.element_size()
     return total
 
 
