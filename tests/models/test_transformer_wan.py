@@ -11,7 +11,7 @@ import json
 import diffusers
 import pytest
 import torch
-from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig
+from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, SeaCacheConfig
 
 import wan_diffusers.models.transformer_wan as transformer_wan
 from wan_diffusers import WanTransformer3DModel
@@ -395,6 +395,30 @@ def test_mag_cache_hook_skips_blocks_on_our_model():
     model.disable_cache()
     assert len(last_block_calls) < 4  # some steps reused the cached residual
     assert all(torch.allclose(output, reference, atol=1e-5) for output in outputs)  # same input every step
+
+
+@pytest.mark.parametrize("task", ["t2v", "i2v"])
+def test_sea_cache_hook_skips_blocks_on_our_model(task):
+    """diffusers' SeaCache recognises only its own Wan class; `enable_cache` hands it our `raw_vision_callback` (the
+    output's latent: the first 16 of I2V's 36 input channels), and SeaCache then reuses the block stack."""
+    model = tiny_model(task)
+    inputs = tiny_transformer_inputs(task)
+    reference = run(model, **inputs)
+    last_block_calls = []
+    model.blocks[-1].ffn.register_forward_pre_hook(lambda *args: last_block_calls.append(1))
+    # A generous threshold and no cap on reuse: every step between the first and the last may reuse the residual.
+    model.enable_cache(SeaCacheConfig(threshold=10.0, max_consecutive_cached=0))
+    outputs = []
+    for step in range(4):
+        with model.cache_context("cond", step_index=step, sigma=1.0 - step / 4, num_inference_steps=4):
+            outputs.append(run(model, **inputs))
+    model.disable_cache()
+    assert len(last_block_calls) < 4  # some steps reused the cached residual
+    # Same input every step: the reused (or extrapolated) residual is the computed one, up to rounding.
+    assert all(torch.allclose(output, reference, atol=1e-5) for output in outputs)
+    latents = transformer_wan.sea_cache_raw_vision(model, (), inputs)
+    batch, _, *grid = inputs["hidden_states"].shape
+    assert [tuple(latent.shape) for latent in latents] == [(16, *grid)] * batch
 
 
 def test_lora_adapters_attach_through_peft():

@@ -1,8 +1,8 @@
 """CFG-parallel: the two branches of classifier-free guidance on different ranks, as a diffusers `ModelHook`.
 
-The pipeline runs guidance as one DiT call on a batch that holds every video twice, conditional rows first
+The pipeline runs guidance as one DiT call on a batch that holds every video twice, unconditional rows first
 (`WanPipelineBase.enable_batched_guidance`). This hook, on the DiT, gives each of the `degree` groups of ranks its
-slice of that batch (rank group 0 the conditional rows, group 1 the unconditional ones) and all-gathers the
+slice of that batch (rank group 0 the unconditional rows, group 1 the conditional ones) and all-gathers the
 predictions back into the full batch, so every rank applies `uncond + g * (cond - uncond)` to the same tensors. Each
 sample is computed exactly as in a single process; only where it is computed changes. A batch that does not split
 (guidance off and one video) runs whole on every rank.

@@ -21,9 +21,12 @@ ones; these fast paths live in one section ("Fast paths" below) and the rule tha
 at `WanTransformerBlock.forward`.
 """
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks import SeaCacheConfig
 from diffusers.hooks._helpers import (
     AttentionProcessorMetadata,
     AttentionProcessorRegistry,
@@ -40,7 +43,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import FP32LayerNorm
 from diffusers.utils import apply_lora_scale
-from diffusers.utils.torch_utils import maybe_allow_in_graph
+from diffusers.utils.torch_utils import maybe_allow_in_graph, unwrap_module
 
 from ..loaders.single_file import TransformerSingleFileMixin
 
@@ -624,6 +627,14 @@ class WanTransformer3DModel(
 
         self.gradient_checkpointing = False
 
+    def enable_cache(self, config) -> None:
+        """diffusers' `CacheMixin.enable_cache`. A `SeaCacheConfig` without `raw_vision_callback` gets this model's
+        (`sea_cache_raw_vision`): SeaCache has built-in adapters only for its own classes, which it finds with
+        `isinstance`, and on any other model it runs every block (with only a warning) unless given the callback."""
+        if isinstance(config, SeaCacheConfig) and config.raw_vision_callback is None:
+            config = dataclasses.replace(config, raw_vision_callback=sea_cache_raw_vision)
+        super().enable_cache(config)
+
     @apply_lora_scale("attention_kwargs")
     def forward(
         self,
@@ -790,7 +801,18 @@ def _skipped_attention_output(attention: WanAttention, *args, **kwargs) -> torch
     return kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
 
 
-# diffusers' cache and guidance hooks (FirstBlockCache, MagCache, layer skipping) look blocks and attention
+def sea_cache_raw_vision(module: nn.Module, args: tuple, kwargs: dict) -> list[torch.Tensor] | None:
+    """SeaCache's `raw_vision_callback` (`diffusers.hooks.SeaCacheConfig`) for our DiTs: per sample, the latent the
+    output continues, [out_channels, F, H, W]: the first `out_channels` channels of `hidden_states`. I2V and FLF2V
+    append the mask and the condition latent, which are not part of the output; Wan 2.2 TI2V's clean first frame is.
+    (diffusers' own adapter takes the whole input and only for T2V, where the two are the same.)"""
+    hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else (args[0] if args else None)
+    if not isinstance(hidden_states, torch.Tensor) or hidden_states.ndim != 5:
+        return None
+    return list(hidden_states[:, : unwrap_module(module).config.out_channels].unbind(0))
+
+
+# diffusers' cache and guidance hooks (FirstBlockCache, MagCache, SeaCache, layer skipping) look blocks and attention
 # processors up by class, so ours are registered next to diffusers' own.
 TransformerBlockRegistry.register(
     WanTransformerBlock,

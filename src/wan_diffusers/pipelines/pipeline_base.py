@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.hooks.faster_cache import _FASTER_CACHE_DENOISER_HOOK
 from diffusers.loaders import WanLoraLoaderMixin
 from diffusers.utils import logging
 
@@ -78,7 +79,9 @@ class WanPipelineBase(
         when the two calls are small or launch-bound; it needs the DiT's activations for twice the batch at once.
         On a 2-core CPU it was within noise of two calls (`benchmarks/bench_step.py`, RESULTS.md) at twice the DiT's
         activation memory, so the two calls stay separate by default.
-        diffusers' cache hooks (FirstBlockCache, MagCache) then see one context, "cond_uncond".
+        The batch is `[uncond, cond]`, diffusers' order, which FasterCache relies on (on its skip steps it runs the
+        second half alone and approximates the first); the other cache hooks (FirstBlockCache, MagCache, SeaCache)
+        see one context, "cond_uncond".
         """
         self._batched_guidance = True
 
@@ -278,6 +281,20 @@ class WanPipelineBase(
         self._current_timestep = None
         self._interrupt = False
         self._num_timesteps = 0
+        self.check_cache_hooks()
+
+    def check_cache_hooks(self) -> None:
+        """diffusers' FasterCache approximates the unconditional half of one `[uncond, cond]` batch; two separate
+        guidance calls of one video each would fail inside it (an IndexError), so say what to do instead."""
+        if not self.do_classifier_free_guidance or self._batched_guidance:
+            return
+        for name in ("transformer", "transformer_2"):
+            registry = getattr(getattr(self, name, None), "_diffusers_hook", None)
+            if registry is not None and registry.get_hook(_FASTER_CACHE_DENOISER_HOOK) is not None:
+                raise ValueError(
+                    f"`{name}` has diffusers' FasterCache, which needs both guidance branches in one batch: call "
+                    "`pipe.enable_batched_guidance()` first (or run with `guidance_scale` <= 1)"
+                )
 
     def set_timesteps(self, num_inference_steps: int, sigmas: list[float] | None, device) -> torch.Tensor:
         """`scheduler.set_timesteps` with either a step count or custom (unshifted) sigmas; returns the timesteps."""
@@ -402,11 +419,11 @@ class WanPipelineBase(
             both = self._predict(
                 transformer,
                 "cond_uncond",
-                _stack_text(prompt_embeds, negative_prompt_embeds),
+                _stack_text(negative_prompt_embeds, prompt_embeds),
                 cache_kwargs,
                 _doubled(call),
             )
-            noise_cond, noise_uncond = both.chunk(2)
+            noise_uncond, noise_cond = both.chunk(2)
         else:
             noise_cond = self._predict(transformer, "cond", prompt_embeds, cache_kwargs, call)
             noise_uncond = self._predict(transformer, "uncond", negative_prompt_embeds, cache_kwargs, call)
@@ -424,12 +441,11 @@ class WanPipelineBase(
         return output.float()
 
 
-def _stack_text(prompt_embeds: torch.Tensor, negative_prompt_embeds: torch.Tensor) -> torch.Tensor:
-    """The two text embeddings as one batch, the shorter zero-padded to the longer: the DiT zero-pads every text
-    embedding to 512 rows anyway, so the padding changes nothing."""
-    length = max(prompt_embeds.shape[1], negative_prompt_embeds.shape[1])
-    padded = [F.pad(embeds, (0, 0, 0, length - embeds.shape[1])) for embeds in (prompt_embeds, negative_prompt_embeds)]
-    return torch.cat(padded)
+def _stack_text(*embeddings: torch.Tensor) -> torch.Tensor:
+    """Text embeddings as one batch, in the order given, the shorter zero-padded to the longest: the DiT zero-pads
+    every text embedding to 512 rows anyway, so the padding changes nothing."""
+    length = max(embeds.shape[1] for embeds in embeddings)
+    return torch.cat([F.pad(embeds, (0, 0, 0, length - embeds.shape[1])) for embeds in embeddings])
 
 
 def _doubled(call: dict) -> dict:
