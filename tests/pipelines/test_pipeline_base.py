@@ -355,9 +355,10 @@ def test_components_passed_by_hand_are_kept(tmp_path):
 
 def test_model_loading_kwargs():
     kwargs = {"torch_dtype": {"vae": torch.float16, "default": torch.bfloat16}, "variant": "fp16", "revision": "x"}
-    assert _model_loading_kwargs("vae", kwargs) == {"variant": "fp16", "torch_dtype": torch.float16}
-    assert _model_loading_kwargs("transformer", kwargs)["torch_dtype"] == torch.bfloat16
-    assert _model_loading_kwargs("transformer", {"dtype": torch.float16}) == {"torch_dtype": torch.float16}
+    # passed on as `dtype`, the name diffusers' `from_pretrained` takes now (`torch_dtype` is deprecated)
+    assert _model_loading_kwargs("vae", kwargs) == {"variant": "fp16", "dtype": torch.float16}
+    assert _model_loading_kwargs("transformer", kwargs)["dtype"] == torch.bfloat16
+    assert _model_loading_kwargs("transformer", {"dtype": torch.float16}) == {"dtype": torch.float16}
 
 
 # ---------------------------------------------------------------------------------------------------------------
