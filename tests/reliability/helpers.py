@@ -69,8 +69,11 @@ def resume(process: subprocess.Popen, ready: Path, timeout: float = 120) -> tupl
 @contextmanager
 def signal_inside(monkeypatch, target: str, signum: int):
     """Make MODULE:FUNCTION send `signum` to this very process once it has run (an in-process, real signal)."""
-    module_name, function_name = target.split(":")
+    module_name, attribute = target.split(":")
+    *owner_path, function_name = attribute.split(".")  # a function, or a method: Class.method
     module = importlib.import_module(module_name)
+    for name in owner_path:
+        module = getattr(module, name)
     original = getattr(module, function_name)
 
     def signalled(*args, **kwargs):

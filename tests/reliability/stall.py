@@ -1,6 +1,6 @@
 """Run the `wan-diffusers` command with one function made to stall, so a test can signal it mid-way.
 
-    python stall.py MODULE:FUNCTION READY_FILE ARG...
+    python stall.py MODULE:FUNCTION READY_FILE ARG...   (or MODULE:CLASS.METHOD)
 
 runs `wan_diffusers.cli.main([ARG...])` in this process, with MODULE.FUNCTION replaced by a wrapper that, on its
 first call, runs the original, creates READY_FILE and then waits (up to a minute) until READY_FILE.go exists: the
@@ -16,8 +16,11 @@ from pathlib import Path
 
 def main() -> int:
     target, ready, *argv = sys.argv[1:]
-    module_name, function_name = target.split(":")
+    module_name, attribute = target.split(":")
+    *owner_path, function_name = attribute.split(".")  # a function, or a method: Class.method
     module = importlib.import_module(module_name)
+    for name in owner_path:
+        module = getattr(module, name)
     original = getattr(module, function_name)
 
     def stalled(*args, **kwargs):

@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from reliability.helpers import one_line_error, run_command, signal_inside
+from reliability.helpers import one_line_error, run_command, signal_inside, start_stalled, wait_until_stalled
 from wan_diffusers import cli
 from wan_diffusers.utils.video_io import export_to_mp4
 
@@ -125,9 +125,26 @@ def test_the_real_command_exits_1_without_a_traceback_unless_debug(tmp_path):
     result = run_command("generate", "--prompt", "a cat", "--steps", "0", "--output", output)
     assert result.returncode == 1
     assert one_line_error(result.stderr) == "error: --steps must be a positive integer, got 0"
-    result = run_command("generate", "--prompt", "a cat", "--steps", "0", "--output", output, "--debug")
-    assert result.returncode == 1 and "Traceback" in result.stderr and "ValueError" in result.stderr
+    with pytest.raises(ValueError, match="--steps must be a positive integer"):  # --debug: the traceback
+        cli.main(["generate", "--prompt", "a cat", "--steps", "0", "--output", str(output), "--debug"])
     assert not output.exists()
+
+
+def test_a_killed_export_leaves_no_partial_video_after_the_next_run(tmp_path, capsys):
+    output, ready = tmp_path / "cat.mp4", tmp_path / "ready"
+    output.write_bytes(b"yesterday's video")
+    # stalled after the encoder took its first frames: the temporary file exists and is incomplete
+    append = "imageio.plugins.ffmpeg:FfmpegFormat.Writer._append_data"
+    process = start_stalled(append, ready, "generate", "--prompt", "a cat", "--output", output, *SMALL)
+    wait_until_stalled(process, ready)
+    process.kill()  # SIGKILL: no cleanup runs
+    process.communicate()
+    assert output.read_bytes() == b"yesterday's video"
+    partial = [path for path in tmp_path.iterdir() if path.name.startswith(f".cat.mp4.partial-{process.pid}-")]
+    assert len(partial) == 1  # what the encoder had written
+    assert cli.main(["generate", "--prompt", "a cat", "--output", str(output), *SMALL]) == 0
+    assert f"Removed {partial[0]}, left by an interrupted run" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cat.mp4", "ready"]
 
 
 def test_help_keeps_the_examples_and_shows_the_defaults(capsys):

@@ -4,16 +4,18 @@ Everything this package writes for the user (videos, latents, converted repos) i
 name beside its target and then renamed into place: `os.replace` within one folder is atomic, so the target is
 either the previous file or the complete new one, never a truncated one.
 
-Temporary names are hidden, say what they are for, and carry the writer's id: `.cat.mp4.partial-<id>.mp4` (the
-suffix stays last, as encoders pick the format from it). Folders carry a marker file (`MARKER`) with the process id
-and host that made them, so that a later run can tell the leftovers of a killed run (by name and marker) from
-anything else, and clean them up.
+Temporary names are hidden, say what they are for, and name their writer (process id and host):
+`.cat.mp4.partial-<pid>-<host>-<id>.mp4` (the suffix stays last, as encoders pick the format from it). Folders also
+carry a marker file (`MARKER`) with the process id and host, so that a later run can tell the leftovers of a killed
+run (by name and marker) from anything else, and clean them up.
 """
 
 import errno
 import glob
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,15 +27,41 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffusers.utils import logging
+
+logger = logging.get_logger(__name__)
+
 MARKER = ".wan-diffusers-partial.json"
 # What the hidden names of our temporary files and folders contain: `.{target}.{kind}-{id}`.
 TEMPORARY_KINDS = ("partial", "replaced")
 
 
 def temporary_name(target: Path, kind: str = "partial") -> Path:
-    """A hidden path beside `target`, unique to this writer; a file's suffix stays last."""
-    token = f"{kind}-{uuid.uuid4().hex[:12]}"
+    """A hidden path beside `target`, unique to this writer and naming it (process id and host); a file's suffix
+    stays last: `.cat.mp4.partial-<pid>-<host>-<id>.mp4`."""
+    token = f"{kind}-{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}"
     return target.parent / f".{target.name}.{token}{target.suffix if kind == 'partial' else ''}"
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def remove_file_leftovers(target: Path) -> list[Path]:
+    """Remove the temporary files that killed writers of `target` left (`kill -9` runs no cleanup): ours by name,
+    of a process of this host that no longer runs. Returns what was removed."""
+    pattern = re.compile(
+        rf"\.{re.escape(target.name)}\.partial-(\d+)-([0-9a-f]{{6}})-[0-9a-f]{{8}}{re.escape(target.suffix)}"
+    )
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for path in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
+        match = pattern.fullmatch(path.name)
+        if match and match.group(2) == _host_tag() and path.is_file() and not _process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -46,6 +74,8 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     with describe_os_error(target):
         target.parent.mkdir(parents=True, exist_ok=True)
+    for path in remove_file_leftovers(target):
+        logger.warning(f"Removed {path}, left by an interrupted run")
     temporary = temporary_name(target)
     try:
         with interrupt_on_sigterm():
