@@ -8,6 +8,8 @@ it, and beyond its output; the ratios ours / diffusers; and the largest differen
     python benchmarks/bench_vae.py --preset tiny --base-dim 96 --no-memory             # released widths, 64 x 64
     python benchmarks/bench_vae.py --device cuda --preset real --dtype float32         # 480 x 832, 81 frames
     python benchmarks/bench_vae.py --device cuda --preset real --dtype bfloat16
+    python benchmarks/bench_vae.py --vae 2.2 --preset tiny                             # the Wan 2.2 VAE (TI2V-5B)
+    python benchmarks/bench_vae.py --vae 2.2 --device cuda --preset real               # 704 x 1280, 121 frames
 
 Peak memory is `torch.cuda.max_memory_allocated` on a GPU. On the CPU it is the peak resident set size of a fresh
 process that builds one model and runs one call (after a five-frame warm-up), with glibc told to return every
@@ -29,10 +31,28 @@ from common import (
     time_interleaved,
 )
 
+# The released VAEs: Wan 2.1 is the class's default config; Wan 2.2 as in `Wan-AI/Wan2.2-TI2V-5B-Diffusers`
+# (`vae/config.json`; the latent statistics do not matter here).
+RELEASED = {
+    "2.1": {},
+    "2.2": {
+        "base_dim": 160,
+        "decoder_base_dim": 256,
+        "z_dim": 48,
+        "is_residual": True,
+        "in_channels": 12,
+        "out_channels": 12,
+        "patch_size": 2,
+        "scale_factor_spatial": 16,
+        "latents_mean": [0.0] * 48,
+        "latents_std": [1.0] * 48,
+    },
+}
 PRESETS = {
-    # name: (config overrides of the released Wan 2.1 VAE, video (frames, height, width))
-    "tiny": ({"base_dim": 16}, (17, 64, 64)),
-    "real": ({}, (81, 480, 832)),
+    # VAE: {name: (config overrides of the released VAE, video (frames, height, width))}; the tiny presets keep the
+    # layout at a sixth of the widths (Wan 2.2: the decoder's 256 / 160 ratio, rounded)
+    "2.1": {"tiny": ({"base_dim": 16}, (17, 64, 64)), "real": ({}, (81, 480, 832))},
+    "2.2": {"tiny": ({"base_dim": 16, "decoder_base_dim": 24}, (17, 64, 64)), "real": ({}, (121, 704, 1280))},
 }
 OPERATIONS = ("encode", "decode")
 IMPLEMENTATIONS = ("ours", "diffusers")
@@ -40,13 +60,15 @@ IMPLEMENTATIONS = ("ours", "diffusers")
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=PRESETS, default="tiny")
+    parser.add_argument("--vae", choices=PRESETS, default="2.1", help="which released VAE: Wan 2.1 or Wan 2.2")
+    parser.add_argument("--preset", choices=PRESETS["2.1"], default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--frames", type=int, help="override the preset's frame count (1 + 4k)")
-    parser.add_argument("--height", type=int, help="override the preset's height (a multiple of 8)")
-    parser.add_argument("--width", type=int, help="override the preset's width (a multiple of 8)")
-    parser.add_argument("--base-dim", type=int, help="override the preset's VAE width (96: the released VAE)")
+    parser.add_argument("--height", type=int, help="override the preset's height (a multiple of 8; Wan 2.2: 16)")
+    parser.add_argument("--width", type=int, help="override the preset's width (a multiple of 8; Wan 2.2: 16)")
+    parser.add_argument("--base-dim", type=int, help="override the preset's VAE width (released: 96; Wan 2.2: 160)")
+    parser.add_argument("--decoder-base-dim", type=int, help="override the decoder's width (released Wan 2.2: 256)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
@@ -80,9 +102,11 @@ def build_models(config: dict, device: torch.device, dtype: torch.dtype) -> dict
 
 
 def make_inputs(model, frames: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> dict:
-    """A video [1, 3, frames, H, W] in [-1, 1] for encode and latents [1, z, 1 + (frames-1)/4, H/8, W/8] for decode."""
+    """A video [1, 3, frames, H, W] in [-1, 1] for encode and latents [1, z, 1 + (frames-1)/4, H/s, W/s] for decode
+    (s = 8 for Wan 2.1, 16 for Wan 2.2)."""
     generator = torch.Generator(device).manual_seed(0)
-    latent_shape = (1, model.config.z_dim, 1 + (frames - 1) // 4, height // 8, width // 8)
+    factor = model.config.scale_factor_spatial
+    latent_shape = (1, model.config.z_dim, 1 + (frames - 1) // 4, height // factor, width // factor)
     return {
         "encode": (torch.rand(1, 3, frames, height, width, generator=generator, device=device) * 2 - 1).to(dtype),
         "decode": torch.randn(latent_shape, generator=generator, device=device).to(dtype),
@@ -141,20 +165,24 @@ def _bytes(tensor: torch.Tensor) -> int:
 def main():
     args = parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    overrides, (frames, height, width) = PRESETS[args.preset]
+    overrides, (frames, height, width) = PRESETS[args.vae][args.preset]
     frames, height, width = args.frames or frames, args.height or height, args.width or width
+    config = {**RELEASED[args.vae], **overrides}
     if args.base_dim:
-        overrides = {**overrides, "base_dim": args.base_dim}
-    models = build_models(overrides, device, dtype)
+        config["base_dim"] = args.base_dim
+    if args.decoder_base_dim:
+        config["decoder_base_dim"] = args.decoder_base_dim
+    models = build_models(config, device, dtype)
     inputs = make_inputs(models["ours"], frames, height, width, device, dtype)
     print(
-        f"preset {args.preset} on {device} in {args.dtype}: {frames} frames of {height} x {width}, "
+        f"Wan {args.vae} VAE, preset {args.preset} on {device} in {args.dtype}: {frames} frames of {height} x {width}, "
         f"{sum(p.numel() for p in models['ours'].parameters()) / 1e6:.1f} M parameters"
     )
     results = []
     for operation in OPERATIONS:
-        row = {"preset": args.preset, "device": str(device), "dtype": args.dtype, "operation": operation}
-        row.update(frames=frames, height=height, width=width, base_dim=models["ours"].config.base_dim)
+        row = {"vae": args.vae, "preset": args.preset, "device": str(device), "dtype": args.dtype}
+        row.update(operation=operation, frames=frames, height=height, width=width)
+        row.update(base_dim=config.get("base_dim", 96), decoder_base_dim=models["ours"].config.decoder_base_dim)
         calls = {name: (lambda m=model, op=operation: run(m, op, inputs)) for name, model in models.items()}
         summarize_times(row, *time_interleaved(calls, device, args.warmup, args.iters))
         outputs = {name: run(model, operation, inputs).float() for name, model in models.items()}
@@ -165,7 +193,7 @@ def main():
                 if device.type == "cuda":
                     memory = cuda_peak(models[name], operation, inputs, device)
                 else:
-                    memory = cpu_peak(name, operation, overrides, (frames, height, width), args.dtype)
+                    memory = cpu_peak(name, operation, config, (frames, height, width), args.dtype)
                 row[f"{name}_peak_mb"] = memory["peak_bytes"] / 2**20
                 row[f"{name}_beyond_output_mb"] = (memory["peak_bytes"] - memory["output_bytes"]) / 2**20
             row["ratio_peak"] = row["ours_peak_mb"] / row["diffusers_peak_mb"]
