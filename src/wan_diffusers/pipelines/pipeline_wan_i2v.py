@@ -13,6 +13,8 @@ from transformers.image_processing_utils import BaseImageProcessor
 
 from ..models.autoencoder_kl_wan import AutoencoderKLWan
 from ..models.transformer_wan import TEXT_CONTEXT_LENGTH, WanTransformer3DModel
+from ..tasks import default_variant
+from .experts import wan22_variant_of
 from .image_processing import (
     best_output_size,
     clip_pixel_values,
@@ -222,7 +224,7 @@ class WanImageToVideoPipeline(WanPipelineBase):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
         max_sequence_length: int = TEXT_CONTEXT_LENGTH,
         sigmas: list[float] | None = None,
-        max_area: int = 480 * 832,
+        max_area: int | None = None,
     ) -> WanPipelineOutput | tuple:
         r"""
         Generate videos that start from an image (and, for FLF2V, end on another).
@@ -282,9 +284,10 @@ class WanImageToVideoPipeline(WanPipelineBase):
                 Tokens per prompt, at most 512.
             sigmas (`list[float]`, *optional*):
                 Custom sigmas in (0, 1], before the scheduler's shift, instead of `num_inference_steps`.
-            max_area (`int`, defaults to `399360`):
+            max_area (`int`, *optional*):
                 Pixel budget when `height` and `width` are not given: the size follows the image's aspect ratio by the
-                original rule (480 * 832; 720 * 1280 for the 720P models).
+                original rule. Defaults to the original's for the model (`wan_diffusers.tasks`): 480 * 832 for Wan 2.1
+                I2V (pass 720 * 1280 for the 720P model), 720 * 1280 for FLF2V and I2V-A14B, 704 * 1280 for TI2V-5B.
 
         Examples:
             ```py
@@ -328,6 +331,8 @@ class WanImageToVideoPipeline(WanPipelineBase):
             callback_on_step_end_tensor_inputs,
         )
         self.check_expert_inputs(guidance_scale_2)
+        if max_area is None:
+            max_area = (wan22_variant_of(self) or default_variant(self.task)).max_area
         images, height, width = self.check_image_inputs(
             image, last_image, image_embeds, height, width, max_area, num_frames
         )
