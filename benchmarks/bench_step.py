@@ -8,6 +8,11 @@ weights, latents and text embeddings (512 rows, what the DiT attends to for any 
 - `ours_batched`: our pipeline after `enable_batched_guidance()`, one DiT call on a batch of two;
 - `diffusers`: diffusers' pipeline, two DiT calls per step.
 
+With `--experts` both pipelines hold two experts of the same shape and other random weights, as Wan 2.2 A14B does
+(`transformer_2`, `boundary_ratio` 0.875, guidance 4.0 for the high-noise and 3.0 for the low-noise expert): with the
+default 2 steps per call (timesteps 1000 and 833) every call runs one step of each expert, so it times a guided step
+across the switch, expert hand-over included.
+
 It prints seconds per step (the median call over `--steps` steps, divided by the steps), the ratios to diffusers,
 the achieved TFLOP/s (`wan_diffusers.utils.flops`) and, where the accelerator's dense bf16 rate is known or given
 (`--peak-tflops`), the fraction of the floor; then the peak memory of one call beyond the memory in use before it
@@ -17,6 +22,7 @@ the achieved TFLOP/s (`wan_diffusers.utils.flops`) and, where the accelerator's 
     python benchmarks/bench_step.py --preset 1.3b-480p --device cuda --dtype bfloat16
     python benchmarks/bench_step.py --preset 1.3b-480p --device cuda --dtype bfloat16 --compile
     python benchmarks/bench_step.py --preset 14b-720p --device cuda --dtype bfloat16 --steps 2
+    python benchmarks/bench_step.py --preset cpu-small --experts                # Wan 2.2 A14B: across the switch
 
 The presets are bench_transformer.py's.
 """
@@ -49,12 +55,15 @@ def parse_args():
     parser.add_argument("--peak-tflops", type=float, help="the accelerator's dense rate (default: known GPUs)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--experts", action="store_true", help="two experts (Wan 2.2 A14B), switching mid-call")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     parser.add_argument("--output", help="append results as JSON lines to this file")
     return parser.parse_args()
 
 
-def build_steppers(preset: str, device: torch.device, dtype: torch.dtype, compile: bool, backend: str | None):
+def build_steppers(
+    preset: str, device: torch.device, dtype: torch.dtype, compile: bool, backend: str | None, experts: bool = False
+):
     """Each mode as a function running one call of `steps` steps, and the transformer config."""
     import diffusers
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -63,18 +72,22 @@ def build_steppers(preset: str, device: torch.device, dtype: torch.dtype, compil
 
     config, (frames, height, width) = PRESETS[preset]
     models = build_models(config, device, dtype)
+    models_2 = build_models(config, device, dtype, seed=1) if experts else {}
     pipelines = {}
     for name, library in (("ours", wan_diffusers), ("diffusers", diffusers)):
-        if backend:
-            models[name].set_attention_backend(backend)
-        if compile:
-            models[name].compile_repeated_blocks(fullgraph=True)
+        for model in (models[name], models_2.get(name)):
+            if model is not None and backend:
+                model.set_attention_backend(backend)
+            if model is not None and compile:
+                model.compile_repeated_blocks(fullgraph=True)
+        two_experts = dict(transformer_2=models_2[name], boundary_ratio=0.875) if experts else {}
         pipelines[name] = library.WanPipeline(
             tokenizer=None,
             text_encoder=None,
             vae=None,
             transformer=models[name],
             scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+            **two_experts,
         )
         pipelines[name].set_progress_bar_config(disable=True)
     generator = torch.Generator(device).manual_seed(0)
@@ -83,6 +96,9 @@ def build_steppers(preset: str, device: torch.device, dtype: torch.dtype, compil
     prompt_embeds, negative_prompt_embeds = (
         torch.randn(1, 512, text_dim, generator=generator, device=device, dtype=dtype) for _ in range(2)
     )
+
+    # T2V-A14B's pair (high, low noise) with two experts, else the Wan 2.1 default
+    guidance = dict(guidance_scale=4.0, guidance_scale_2=3.0) if experts else dict(guidance_scale=5.0)
 
     def stepper(pipeline, batched: bool = False):
         def call(steps: int) -> torch.Tensor:
@@ -99,8 +115,8 @@ def build_steppers(preset: str, device: torch.device, dtype: torch.dtype, compil
                     width=width * 8,
                     num_frames=(frames - 1) * 4 + 1,
                     num_inference_steps=steps,
-                    guidance_scale=5.0,
                     output_type="latent",
+                    **guidance,
                 ).frames.float()
 
         return call
@@ -113,9 +129,9 @@ def build_steppers(preset: str, device: torch.device, dtype: torch.dtype, compil
     return steppers, dict(models["ours"].config)
 
 
-def cpu_peak_in_fresh_process(preset: str, dtype: str, mode: str, steps: int) -> int:
+def cpu_peak_in_fresh_process(preset: str, dtype: str, mode: str, steps: int, experts: bool = False) -> int:
     """Bytes one call of `mode` needs beyond what is resident before it, in this (fresh) process."""
-    steppers, _ = build_steppers(preset, torch.device("cpu"), getattr(torch, dtype), False, None)
+    steppers, _ = build_steppers(preset, torch.device("cpu"), getattr(torch, dtype), False, None, experts)
     steppers[mode](1)  # warm-up: one-time kernel and buffer set-up is not working memory
     memory = PeakResidentMemory()
     memory.start()
@@ -128,7 +144,7 @@ def main():
 
     args = parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    steppers, config = build_steppers(args.preset, device, dtype, args.compile, args.attention_backend)
+    steppers, config = build_steppers(args.preset, device, dtype, args.compile, args.attention_backend, args.experts)
     latent = PRESETS[args.preset][1]
     flops_per_step = 2 * transformer_forward_flops(config, *latent).total
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -139,6 +155,7 @@ def main():
     )
 
     row = {"benchmark": "step", "preset": args.preset, "device": device_name, "dtype": args.dtype}
+    row["experts"] = 2 if args.experts else 1
     row.update(steps=args.steps, compiled=args.compile, attention_backend=args.attention_backend or "default")
     calls = {mode: (lambda step=step: step(args.steps)) for mode, step in steppers.items()}
     summarize_times(row, *time_interleaved(calls, device, args.warmup, args.iters))
@@ -175,7 +192,9 @@ def main():
                 torch.cuda.synchronize(device)
                 peak_bytes = torch.cuda.max_memory_allocated(device) - before
             else:
-                peak_bytes = run_in_fresh_process(cpu_peak_in_fresh_process, args.preset, args.dtype, mode, args.steps)
+                peak_bytes = run_in_fresh_process(
+                    cpu_peak_in_fresh_process, args.preset, args.dtype, mode, args.steps, args.experts
+                )
             row[f"{mode}_peak_mb"] = peak_bytes / 2**20
         row["ratio_peak"] = row["ours_peak_mb"] / row["diffusers_peak_mb"]
         row["ratio_batched_peak"] = row["ours_batched_peak_mb"] / row["diffusers_peak_mb"]

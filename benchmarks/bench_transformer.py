@@ -55,9 +55,10 @@ def parse_args():
     return parser.parse_args()
 
 
-def build_models(config: dict, device: torch.device, dtype: torch.dtype) -> dict:
+def build_models(config: dict, device: torch.device, dtype: torch.dtype, seed: int = 0) -> dict:
     """Ours and diffusers' on `device` with the same random weights (loaded strictly: the layouts must agree), laid
-    out as `from_pretrained(torch_dtype=dtype)` would (`wan_diffusers.bench.random_weights_model`)."""
+    out as `from_pretrained(torch_dtype=dtype)` would (`wan_diffusers.bench.random_weights_model`); `seed` picks
+    the weights (a second expert of a Wan 2.2 A14B model gets other ones)."""
     import diffusers
 
     import wan_diffusers
@@ -65,7 +66,7 @@ def build_models(config: dict, device: torch.device, dtype: torch.dtype) -> dict
 
     models = {}
     for name, cls in (("ours", wan_diffusers.WanTransformer3DModel), ("diffusers", diffusers.WanTransformer3DModel)):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         models[name] = random_weights_model(cls, config, device, dtype)
     models["diffusers"].load_state_dict(models["ours"].state_dict(), strict=True)
     return models
