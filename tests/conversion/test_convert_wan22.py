@@ -91,18 +91,18 @@ def test_a_broken_wan22_release_is_named(tmp_path):
         detect_release(release)
 
 
-@pytest.mark.parametrize("model, task", [("t2v-a14b", "t2v"), ("ti2v-5b", "i2v")])
-def test_cli_converts_and_generates(model, task, tmp_path):
-    release = build_wan22_release(tmp_path / "release", model)
+def test_cli_converts_and_generates(repos, tmp_path):
+    """`wan-diffusers convert` on the TI2V-5B release, then `generate` image-to-video from it; and text-to-video from
+    the converted T2V-A14B repo (both experts)."""
+    from PIL import Image
+
+    release = build_wan22_release(tmp_path / "release", "ti2v-5b")
     repo = tmp_path / "repo"
     assert main(["convert", "--checkpoint-dir", str(release), "--output-dir", str(repo)]) == 0
-    args = ["generate", "--task", task, "--model", str(repo), "--prompt", "A cat", "--output", str(tmp_path / "o.mp4")]
-    args += ["--frames", "5", "--steps", "2", "--device", "cpu"]
-    if task == "i2v":
-        from PIL import Image
-
-        Image.fromarray(np.zeros((40, 70, 3), dtype=np.uint8)).save(tmp_path / "image.png")
-        args += ["--image", str(tmp_path / "image.png"), "--max-area", str(32 * 64)]
-    else:
-        args += ["--height", "32", "--width", "32"]
-    assert main(args) == 0 and (tmp_path / "o.mp4").stat().st_size > 0
+    Image.fromarray(np.zeros((40, 70, 3), dtype=np.uint8)).save(tmp_path / "image.png")
+    common = ["--prompt", "A cat", "--frames", "5", "--steps", "2", "--device", "cpu"]
+    image = ["--image", str(tmp_path / "image.png"), "--max-area", str(32 * 64)]
+    for task, model, size in (("i2v", repo, image), ("t2v", repos["t2v-a14b"], ["--height", "32", "--width", "32"])):
+        output = tmp_path / f"{task}.mp4"
+        assert main(["generate", "--task", task, "--model", str(model), "--output", str(output), *common, *size]) == 0
+        assert output.stat().st_size > 0

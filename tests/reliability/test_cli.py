@@ -156,7 +156,7 @@ def test_help_keeps_the_examples_and_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.main(["convert", "--help"])
     help_text = capsys.readouterr().out
-    assert "Convert an original Wan 2.1 release folder" in help_text
+    assert "Convert an original Wan 2.1 or Wan 2.2 release folder" in help_text
     assert "\n    wan-diffusers convert --checkpoint-dir Wan2.1-T2V-1.3B --output-dir" in help_text
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--version"])

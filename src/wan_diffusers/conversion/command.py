@@ -16,12 +16,13 @@ from ..utils.dtypes import FLOAT_DTYPES
 from .detect import RESOLUTIONS
 
 logger = diffusers_logging.get_logger(__name__)
-CONVERT_DESCRIPTION = """Convert an original Wan 2.1 release folder (as downloaded) into a complete Hub-format pipeline repo
-that `WanPipeline.from_pretrained(OUT)` and `wan-diffusers generate --model OUT` load.
+CONVERT_DESCRIPTION = """Convert an original Wan 2.1 or Wan 2.2 release folder (as downloaded) into a complete Hub-format
+pipeline repo that `WanPipeline.from_pretrained(OUT)` and `wan-diffusers generate --model OUT` load.
 
     wan-diffusers convert --checkpoint-dir Wan2.1-T2V-1.3B --output-dir Wan2.1-T2V-1.3B-Diffusers
     wan-diffusers convert --checkpoint-dir Wan2.1-I2V-14B-480P --output-dir Wan2.1-I2V-14B-480P-Diffusers \\
         --resolution 480p --dtype bfloat16
+    wan-diffusers convert --checkpoint-dir Wan2.2-T2V-A14B --output-dir Wan2.2-T2V-A14B-Diffusers
 
 The variant is read from the weights. OUT is written under a temporary name and renamed when complete; it must not
 exist, unless --overwrite (which replaces only a pipeline repo, once the new one is complete).
@@ -35,7 +36,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         required=True,
         type=Path,
         metavar="ORIGINAL_DIR",
-        help="an original Wan 2.1 release folder (e.g. Wan2.1-T2V-14B/ as downloaded)",
+        help="an original Wan 2.1 or Wan 2.2 release folder (e.g. Wan2.1-T2V-14B/ or Wan2.2-I2V-A14B/ as downloaded)",
     )
     parser.add_argument(
         "--output-dir", required=True, type=Path, metavar="OUT", help="where to write the Hub-format repo"

@@ -141,9 +141,9 @@ def render_model_card(info: ModelCardInfo) -> str:
 
 # {info.release_name} (diffusers format)
 
-{info.release_name} converted from {origin} Wan 2.1 release into the diffusers layout by
+{info.release_name} converted from {origin} Wan {_generation(info)} release into the diffusers layout by
 [wan-diffusers](https://github.com/wan-diffusers/wan-diffusers) {info.converter_version}. The transformer and the VAE
-are wan-diffusers' classes, which compute what the original Wan2.1 code computes (float32 parity with the original
+are wan-diffusers' classes, which compute what the original Wan{_generation(info)} code computes (float32 parity with the original
 within ~1e-6 relative); the weights and configs have the same names and shapes as the official `-Diffusers` repos.
 
 ## Usage
@@ -247,8 +247,12 @@ def _usage(info: ModelCardInfo) -> str:
     return "\n".join(lines)
 
 
+def _generation(info: ModelCardInfo) -> str:
+    return "2.2" if (info.variant.release or "").startswith("Wan2.2") else "2.1"
+
+
 def _generation_tag(info: ModelCardInfo) -> str:
-    return "wan2.2" if (info.variant.release or "").startswith("Wan2.2") else "wan2.1"
+    return f"wan{_generation(info)}"
 
 
 def _diffusers_transformer(info: ModelCardInfo) -> str:
