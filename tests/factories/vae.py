@@ -10,6 +10,7 @@
 - `parity_vae()`: the fixture checkpoint converted with our key map.
 - `diffusers_twin(vae)`: diffusers' built-in `AutoencoderKLWan` with the same config and weights (the oracle).
 - `random_video(...)`, `random_latents(...)`: inputs from a fixed seed.
+- `largest_intermediates(vae, height, width)`: the largest tensor each call creates, for 5 and 13 frames.
 
 Wan 2.2 (`is_residual`, `patch_size` 2, z_dim 48):
 - `WAN22_PARITY_VAE_CONFIG`: the VAE of the Wan 2.2 fixtures (`tests/fixtures/wan22_parity/tiny-ti2v-5b/
@@ -30,6 +31,7 @@ from wan_diffusers.models.autoencoder_kl_wan import WAN22_LATENTS_MEAN, WAN22_LA
 from wan_diffusers.pipelines.demo import VAE_CONFIG
 
 from factories.parity import original_component_state_dict
+from testing_utils import LargestIntermediate
 
 TINY_VAE_CONFIG = VAE_CONFIG  # the demo's (wan_diffusers/pipelines/demo.py)
 PARITY_VAE_CONFIG = {**TINY_VAE_CONFIG, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2}
@@ -103,3 +105,19 @@ def random_latents(
     """Un-normalised latents [batch, channels, frames, height, width]: standard normal."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, channels, frames, height, width, generator=generator)
+
+
+def largest_intermediates(vae: AutoencoderKLWan, height: int, width: int) -> dict[tuple[str, int], int]:
+    """The number of values of the largest tensor created while decoding 2 and 4 latent frames, and while encoding 5
+    and 13 frames of height x width, the inputs and outputs excluded: `{("decode" | "encode", latent frames): size}`."""
+    factor, largest = vae.spatial_compression_ratio, {}
+    for latent_frames in (2, 4):
+        latents = random_latents(1, latent_frames, height // factor, width // factor, channels=vae.z_dim)
+        with LargestIntermediate() as recorder:
+            video = vae.decode(latents).sample
+        largest["decode", latent_frames] = recorder.largest_except(latents, video)
+        video = random_video(1, 1 + 4 * (latent_frames - 1), height, width)
+        with LargestIntermediate() as recorder:
+            moments = vae.encode(video).latent_dist.parameters
+        largest["encode", latent_frames] = recorder.largest_except(video, moments)
+    return largest

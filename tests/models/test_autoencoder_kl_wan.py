@@ -34,12 +34,13 @@ from factories.vae import (
     PARITY_VAE_CONFIG,
     WIDE_VAE_CONFIG,
     diffusers_twin,
+    largest_intermediates,
     parity_vae,
     random_latents,
     random_video,
     tiny_vae,
 )
-from testing_utils import LargestIntermediate, max_abs, max_rel
+from testing_utils import max_abs, max_rel
 
 
 @pytest.fixture(autouse=True)
@@ -267,16 +268,7 @@ def test_no_intermediate_grows_with_the_number_of_frames(tiling):
     vae = tiny_vae()
     if tiling:
         vae.enable_tiling(24, 24, 16, 16)  # 2 x 2 tiles of a 32 x 32 frame
-    largest = {}
-    for latent_frames in (2, 4):
-        latents = random_latents(1, latent_frames, 4, 4)
-        with LargestIntermediate() as recorder:
-            video = vae.decode(latents).sample
-        largest["decode", latent_frames] = recorder.largest_except(latents, video)
-        video = random_video(1, 1 + 4 * (latent_frames - 1), 32, 32)
-        with LargestIntermediate() as recorder:
-            moments = vae.encode(video).latent_dist.parameters
-        largest["encode", latent_frames] = recorder.largest_except(video, moments)
+    largest = largest_intermediates(vae, 32, 32)
     assert largest["decode", 2] == largest["decode", 4], largest
     assert largest["encode", 2] == largest["encode", 4], largest
     # one decoded frame: the padded input of a full-resolution convolution, 3 channels x (2 cached + 1 new frames) x

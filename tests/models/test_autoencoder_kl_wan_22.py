@@ -30,13 +30,14 @@ from factories.vae import (
     WAN22_TINY_VAE_CONFIG,
     WAN22_WIDE_VAE_CONFIG,
     diffusers_twin,
+    largest_intermediates,
     random_latents,
     random_video,
     tiny_vae,
     wan22_parity_vae,
     wan22_vae_references,
 )
-from testing_utils import LargestIntermediate, max_abs, max_rel
+from testing_utils import max_abs, max_rel
 
 
 @pytest.fixture(autouse=True)
@@ -262,17 +263,7 @@ def test_outputs_are_causal_and_calls_independent():
 def test_no_intermediate_grows_with_the_number_of_frames():
     """Streaming: besides the output and the input, the largest tensor created while decoding 2 or 4 latent frames (5
     or 13 frames) is the same, and likewise for encoding."""
-    vae = tiny_vae22()
-    largest = {}
-    for latent_frames in (2, 4):
-        latents = latents48(1, latent_frames, 2, 2)
-        with LargestIntermediate() as recorder:
-            video = vae.decode(latents).sample
-        largest["decode", latent_frames] = recorder.largest_except(latents, video)
-        video = random_video(1, 1 + 4 * (latent_frames - 1), 32, 32)
-        with LargestIntermediate() as recorder:
-            moments = vae.encode(video).latent_dist.parameters
-        largest["encode", latent_frames] = recorder.largest_except(video, moments)
+    largest = largest_intermediates(tiny_vae22(), 32, 32)
     assert largest["decode", 2] == largest["decode", 4], largest
     assert largest["encode", 2] == largest["encode", 4], largest
 
