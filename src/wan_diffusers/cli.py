@@ -145,7 +145,8 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--offload",
         choices=OFFLOAD_MODES,
         default="none",
-        help="model: one model at a time on the GPU (24 GB class); sequential: layer by layer (8 GB class, slow)",
+        help="model: one model at a time on the GPU (24 GB class); sequential: layer by layer (8 GB class, slow) "
+        "(default none)",
     )
     parser.add_argument("--text-encoder-on-cpu", action="store_true", help="run the umT5 text encoder on the CPU")
     parser.add_argument("--vae-tiling", action="store_true", help="decode the video in spatial tiles (less memory)")

@@ -66,14 +66,20 @@ def resume(process: subprocess.Popen, ready: Path, timeout: float = 120) -> tupl
     return process.returncode, stderr
 
 
+def resolve(target: str) -> tuple[object, str]:
+    """MODULE:FUNCTION or MODULE:CLASS.METHOD -> (the module or class that holds it, its name)."""
+    module_name, attribute = target.split(":")
+    *owner_path, function_name = attribute.split(".")
+    owner = importlib.import_module(module_name)
+    for name in owner_path:
+        owner = getattr(owner, name)
+    return owner, function_name
+
+
 @contextmanager
 def signal_inside(monkeypatch, target: str, signum: int):
     """Make MODULE:FUNCTION send `signum` to this very process once it has run (an in-process, real signal)."""
-    module_name, attribute = target.split(":")
-    *owner_path, function_name = attribute.split(".")  # a function, or a method: Class.method
-    module = importlib.import_module(module_name)
-    for name in owner_path:
-        module = getattr(module, name)
+    module, function_name = resolve(target)
     original = getattr(module, function_name)
 
     def signalled(*args, **kwargs):

@@ -8,19 +8,16 @@ test acts while the command is inside that step (half a file written, a staging 
 by running a second command, then lets it go on. The rest is the real command in a real process.
 """
 
-import importlib
 import sys
 import time
 from pathlib import Path
 
+from reliability.helpers import resolve  # tests/ is on PYTHONPATH (helpers.command_env)
+
 
 def main() -> int:
     target, ready, *argv = sys.argv[1:]
-    module_name, attribute = target.split(":")
-    *owner_path, function_name = attribute.split(".")  # a function, or a method: Class.method
-    module = importlib.import_module(module_name)
-    for name in owner_path:
-        module = getattr(module, name)
+    module, function_name = resolve(target)
     original = getattr(module, function_name)
 
     def stalled(*args, **kwargs):
