@@ -1,5 +1,6 @@
 """Docstrings document exactly the arguments of what they describe, in signature order: the pipelines' `__call__`,
-`__init__` (the class docstring) and `encode_prompt`, and the models' `forward` (and the VAE's `encode` / `decode`)."""
+`__init__` (the class docstring) and `encode_prompt`; the models' `forward` (the VAE's `encode`, `decode` and
+`enable_tiling` too) and `__init__`."""
 
 import inspect
 import re
@@ -23,6 +24,7 @@ MODEL_METHODS = (
     AutoencoderKLWan.forward,
     AutoencoderKLWan.encode,
     AutoencoderKLWan.decode,
+    AutoencoderKLWan.enable_tiling,
 )
 
 
@@ -48,3 +50,15 @@ def test_pipeline_docstrings_document_exactly_the_arguments(cls):
 @pytest.mark.parametrize("function", MODEL_METHODS, ids=lambda function: function.__qualname__)
 def test_model_docstrings_document_exactly_the_arguments(function):
     assert documented_arguments(function.__doc__) == parameters(function), function.__qualname__
+
+
+def test_model_class_docstrings_document_exactly_the_config_arguments():
+    for cls in (WanTransformer3DModel, AutoencoderKLWan):
+        assert documented_arguments(cls.__doc__) == parameters(cls.__init__), cls.__name__
+    # VACE documents what it adds to WanTransformer3DModel's arguments
+    added = [
+        name
+        for name in parameters(WanVACETransformer3DModel.__init__)
+        if name not in parameters(WanTransformer3DModel.__init__)
+    ]
+    assert documented_arguments(WanVACETransformer3DModel.__doc__) == added

@@ -5,9 +5,7 @@ and loading, offload hooks and input checks.
 Models are tiny (base width 3) and built in `factories/vae.py`; the parity model is the fixtures' `Wan2.1_VAE.pth`.
 """
 
-import inspect
 import json
-import re
 from itertools import product
 from types import SimpleNamespace
 
@@ -586,16 +584,3 @@ def test_enable_tiling_rejects_bad_sizes(arguments, message):
 def test_config_errors(overrides, error, message):
     with pytest.raises(error, match=message):
         tiny_vae(**overrides)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# 8. Documentation
-
-
-@pytest.mark.parametrize("method", ["__init__", "encode", "decode", "forward", "enable_tiling"])
-def test_docstrings_document_the_real_arguments(method):
-    function = getattr(AutoencoderKLWan, method)
-    docstring = (AutoencoderKLWan.__doc__ if method == "__init__" else function.__doc__) or ""
-    documented = re.findall(r"^\s+(\w+) \(`", docstring, flags=re.MULTILINE)
-    parameters = [name for name in inspect.signature(function).parameters if name != "self"]
-    assert documented == parameters
