@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability.helpers import one_line_error, resume, signal_inside, start_stalled, wait_until_stalled
+from reliability.helpers import one_line_error, resolve, resume, signal_inside, start_stalled, wait_until_stalled
 from wan_diffusers.cli import main
 from wan_diffusers.utils.atomic import MARKER
 
@@ -173,3 +173,18 @@ def test_an_integer_weight_is_one_line_naming_the_tensor(tmp_path, capsys):
     line = one_line_error(capsys.readouterr().err)
     assert "The DiT checkpoint holds `patch_embedding.bias` as int32; Wan weights are floating-point" in line
     assert sorted(path.name for path in tmp_path.iterdir()) == ["release"]
+
+
+def test_files_that_appear_in_the_output_while_converting_are_kept(release, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "repo"
+    module, name = resolve(WRITE_STEP)
+    original = getattr(module, name)
+
+    def write_and_meddle(*args, **kwargs):
+        (output / "notes.txt").write_text("mine")  # someone saves a file into the (claimed) folder meanwhile
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, write_and_meddle)
+    assert main(convert_args(str(release), str(output))) == 1
+    assert "files appeared in it while converting" in one_line_error(capsys.readouterr().err)
+    assert sorted(path.name for path in output.iterdir()) == ["notes.txt"] and siblings(output) == ["repo"]

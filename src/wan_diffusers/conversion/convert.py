@@ -425,7 +425,13 @@ def _staging_folder(output_dir: Path, overwrite: bool) -> Iterator[Path]:
                 (staging / atomic.MARKER).unlink()
                 if claimed:
                     (output_dir / atomic.MARKER).unlink()
-                    os.rmdir(output_dir)  # empty: if anything else was put there, this fails and keeps it
+                    try:
+                        os.rmdir(output_dir)  # empty unless something else was put there meanwhile: keep that
+                    except OSError:
+                        raise ValueError(
+                            f"`output_dir` {output_dir}: files appeared in it while converting; they were left as "
+                            "they are and the repo was not written, choose another folder"
+                        ) from None
                     claimed = False
                     os.rename(staging, output_dir)
                 elif _is_pipeline_repo(output_dir):  # overwrite=True, checked before
