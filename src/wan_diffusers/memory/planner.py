@@ -215,7 +215,7 @@ class VRAMBudgetMixin:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         device = torch.device(device)
-        batch = num_videos * (2 if getattr(self, "_batched_guidance", False) else 1)
+        batch = num_videos * (2 if self._batched_guidance else 1)  # set in WanPipelineBase.__init__
         plan = choose_plan(
             self.memory_model(), budget, height, width, num_frames, batch=batch, use_stream=device.type == "cuda"
         )
