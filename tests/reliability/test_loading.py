@@ -2,7 +2,11 @@
 that disagrees with its weights."""
 
 import json
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +71,19 @@ def test_the_command_names_the_missing_model_folder(tmp_path, capsys):
         == 1
     )
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_the_readme_diffusion_pipeline_route_loads_a_vace_repo(tmp_path):
+    """README's snippet, run as written in a fresh interpreter: the imports it names are all a VACE repo needs."""
+    from reliability.helpers import command_env
+    from wan_diffusers.conversion import convert_release
+
+    from factories.original_release import build_release
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    snippet = re.search(r"```python\n(from diffusers import DiffusionPipeline\n.*?)```", readme, re.S).group(1)
+    repo = convert_release(build_release(tmp_path / "release", "vace-1.3b"), tmp_path / "repo")
+    script = f"OUT = {str(repo)!r}\n{snippet}print(type(pipe).__name__, type(pipe.transformer).__module__)\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=command_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["WanVACEPipeline", "wan_diffusers.models.transformer_wan_vace"]
