@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -88,9 +89,15 @@ def signal_inside(monkeypatch, target: str, signum: int):
         time.sleep(5)  # the handler runs at the next bytecode: well before this ends
         return result
 
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt handler:
+    # give this process Python's own handler for the test, as an interactive `wan-diffusers` run has.
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(module, function_name, signalled)
-    yield
-    monkeypatch.setattr(module, function_name, original)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(module, function_name, original)
+        signal.signal(signal.SIGINT, previous_sigint)
 
 
 def one_line_error(stderr: str) -> str:
