@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from wan_diffusers.conversion.detect import EXPERT_FOLDERS
 from wan_diffusers.conversion.rules import rename_state_dict
 from wan_diffusers.conversion.transformer import TRANSFORMER_RULES, transformer_config_from_original
 
@@ -22,7 +23,7 @@ from factories.transformer import pad_text
 PARITY22_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "wan22_parity"
 MODELS = ("t2v-a14b", "i2v-a14b", "ti2v-5b")
 # The expert folders of an A14B release and the diffusers component each becomes.
-EXPERTS = {"high_noise_model": "transformer", "low_noise_model": "transformer_2"}
+EXPERTS = EXPERT_FOLDERS
 
 
 def model_dir(model: str) -> Path:

@@ -17,9 +17,6 @@ import torch
 from ..tasks import WanTask, wan22_variant
 from .checks import check_finite_number
 
-# The original's folder names of the two experts and the pipeline components they become.
-EXPERT_COMPONENTS = {"high_noise_model": "transformer", "low_noise_model": "transformer_2"}
-
 
 def high_noise_steps(timesteps: list[float], boundary_ratio: float, num_train_timesteps: int) -> list[bool]:
     """For each timestep, whether the high-noise expert (`transformer`) runs it: `t >= boundary_ratio * T`.
