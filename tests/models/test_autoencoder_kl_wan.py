@@ -412,9 +412,9 @@ def test_tiled_output_is_as_close_to_untiled_as_diffusers_tiling():
 
     A tiny random VAE sees the whole frame (the attention of the middle blocks is global, and random weights are not
     smooth), so any tiling changes its output a lot; what tiling can promise is seamless blending, not equality.
-    Measured here, ours vs untiled: encode mean max_rel 0.551 and mean abs error 0.297 x the mean magnitude; decode
-    max_abs 0.229, mean abs 0.00946. diffusers' tiling on the same weights: 0.551, 0.297, 0.229, 0.00962. Bounds:
-    within 2 % of diffusers, and the measured figures plus 10 %.
+    Measured here, ours vs untiled: encode mean abs error 0.354 x the mean magnitude; decode mean abs 0.0109, max_abs
+    0.281. diffusers' tiling on the same weights: 0.354, 0.0111, 0.281. Bounds: within 2 % of diffusers, and the
+    measured figures plus 10 %.
     """
     vae = tiny_vae()
     twin = diffusers_twin(vae)
@@ -430,7 +430,7 @@ def test_tiled_output_is_as_close_to_untiled_as_diffusers_tiling():
             max_abs(tiled_video, untiled_video),
         )
     assert all(ours <= 1.02 * theirs for ours, theirs in zip(errors["ours"], errors["diffusers"])), errors
-    assert errors["ours"] <= (0.33, 0.0105, 0.26), errors
+    assert errors["ours"] <= (0.39, 0.012, 0.31), errors
 
 
 @pytest.mark.parametrize(
