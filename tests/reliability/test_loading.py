@@ -87,3 +87,23 @@ def test_the_readme_diffusion_pipeline_route_loads_a_vace_repo(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=command_env())
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["WanVACEPipeline", "wan_diffusers.models.transformer_wan_vace"]
+    assert "Expected types" not in result.stderr, result.stderr
+
+
+def test_diffusers_type_warnings_pass_unless_our_class_stands_in_for_its_namesake():
+    """Only 'ours in place of diffusers' class of the same name' is dropped; every other type warning is kept."""
+    import logging
+
+    import wan_diffusers.models  # noqa: F401 (installs the filter)
+    from wan_diffusers.utils.diffusers_type_check import PIPELINE_LOADING_LOGGER
+
+    logger = logging.getLogger(PIPELINE_LOADING_LOGGER)
+    expected = "(<class 'diffusers.models.transformers.transformer_wan.WanTransformer3DModel'>,)"
+
+    def kept(message: str) -> bool:
+        return all(f.filter(logging.makeLogRecord({"msg": message})) for f in logger.filters)
+
+    ours = "<class 'wan_diffusers.models.transformer_wan.WanTransformer3DModel'>"
+    assert not kept(f"Expected types for transformer: {expected}, got {ours}.")
+    assert kept(f"Expected types for transformer: {expected}, got <class 'wan_diffusers.models.x.AutoencoderKLWan'>.")
+    assert kept(f"Expected types for transformer: {expected}, got <class 'torch.nn.modules.linear.Linear'>.")
