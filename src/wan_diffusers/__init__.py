@@ -20,6 +20,8 @@ _EXPORTS = {
     "WanVideoToVideoPipeline": "pipelines.pipeline_wan_video2video",
     "WanVACEPipeline": "pipelines.pipeline_wan_vace",
     "WanPipelineOutput": "pipelines.pipeline_output",
+    "tiny_model_path": "assets",
+    "tiny_lora_path": "assets",
 }
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "WanVACETransformer3DModel",
     "WanVideoToVideoPipeline",
     "__version__",
+    "tiny_lora_path",
+    "tiny_model_path",
 ]
 
 
@@ -49,6 +53,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:
+    from .assets import tiny_lora_path, tiny_model_path
     from .models.autoencoder_kl_wan import AutoencoderKLWan
     from .models.transformer_wan import WanTransformer3DModel
     from .models.transformer_wan_vace import WanVACETransformer3DModel

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wan-diffusers", description="Wan 2.1 video generation with diffusers.")
     parser.add_argument("--version", action="version", version=f"wan-diffusers {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,convert,bench}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,convert,bench,train}")
     _add_generate_arguments(
         commands.add_parser(
             "generate",
@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
             "bench",
             help="seconds per denoising step of a model on this machine, against the floor",
             description=bench_doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    from .training.command import __doc__ as train_doc
+    from .training.command import add_train_arguments
+
+    add_train_arguments(
+        commands.add_parser(
+            "train",
+            help="fine-tune a Wan DiT (LoRA or full) on captioned videos or images",
+            description=train_doc,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
@@ -380,6 +391,11 @@ def _run(args: argparse.Namespace) -> int:
 
         with progress_on_stderr():
             return run_bench(args)
+    if args.command == "train":
+        from .training.command import run_train
+
+        with progress_on_stderr():
+            return run_train(args)
     with progress_on_stderr():  # this package's INFO messages on stderr while the command runs
         return run_generate(args)
 

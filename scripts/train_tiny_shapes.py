@@ -1,0 +1,220 @@
+"""Reproduce the tiny shapes model shipped in `wan_diffusers/assets/tiny_shapes/` (seeded, CPU, about an hour).
+
+    python scripts/train_tiny_shapes.py --work runs/tiny_shapes
+
+Stages, each skipped when its output exists in `--work` (so an interrupted run resumes; the trainer itself resumes
+from its newest checkpoint):
+1. `vae/`: a tiny `AutoencoderKLWan` trained on random shapes clips of every colour (`training.vae.train_vae`: the
+   VAE is a codec, held-out combinations matter to the DiT), with its latent mean and standard deviation;
+2. `base/`: the pipeline before DiT training: shapes tokenizer, frozen random umT5, that VAE, a fresh DiT;
+3. `data/`: the training clips, mp4 + metadata.csv, for the 48 combinations not held out
+   (`training.shapes.held_out_combinations`);
+4. `lora_data/`: cyan clips (the LoRA's new colour) plus a replay of the base combinations, cached at once;
+5. `dit/`: `wan-diffusers train --full` (the DiT from scratch) on `data/`; `final/`: the pipeline with it;
+6. `lora/`: `wan-diffusers train --lora-rank 8` of `final/` on `lora_data/`;
+7. ship: `final/` to `--output` and the LoRA to `--lora-output` (the package's assets).
+"""
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wan_diffusers.training import shapes, tiny
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+logger = logging.getLogger("train_tiny_shapes")
+
+
+def vae_stage(work: Path, args) -> None:
+    from wan_diffusers.training.vae import latent_statistics, train_vae
+
+    folder = work / "vae"
+    if folder.exists():
+        return
+    vae = tiny.shapes_vae(seed=args.seed)
+    colours = (*shapes.COLOURS, *shapes.EXTRA_COLOURS)  # a codec for every colour, the LoRA task's included
+
+    def sample_video(rng):
+        combination = (rng.choice(colours), rng.choice(shapes.SHAPES), rng.choice(list(shapes.DIRECTIONS)))
+        return shapes.render_clip(shapes.random_clip_spec(*combination, rng))
+
+    start = time.time()
+    losses = train_vae(vae, sample_video, steps=args.vae_steps, num_frames=5, seed=args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    videos = torch.stack([torch.from_numpy(sample_video(rng)).permute(3, 0, 1, 2) * 2 - 1 for _ in range(64)])
+    mean, std = latent_statistics(vae, videos)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    vae.save_pretrained(folder.with_suffix(".partial"))
+    folder.with_suffix(".partial").rename(folder)
+    report = {
+        "seconds": time.time() - start,
+        "first_loss": float(np.mean(losses[:20])),
+        "last_loss": float(np.mean(losses[-20:])),
+        "latents_mean": mean,
+        "latents_std": std,
+    }
+    (work / "vae_report.json").write_text(json.dumps(report, indent=1))
+    logger.info("VAE: %s", report)
+
+
+def base_stage(work: Path, args) -> None:
+    """The pipeline the DiT is trained from: tokenizer, frozen text encoder, trained VAE, fresh DiT, scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from wan_diffusers import AutoencoderKLWan, WanPipeline
+
+    folder = work / "base"
+    if folder.exists():
+        return
+    tokenizer = tiny.shapes_tokenizer()
+    pipe = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=tiny.shapes_text_encoder(len(tokenizer), seed=args.seed),
+        vae=AutoencoderKLWan.from_pretrained(work / "vae"),
+        transformer=tiny.shapes_transformer(seed=args.seed),
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=tiny.SHIFT),
+    )
+    pipe.save_pretrained(folder.with_suffix(".partial"))
+    folder.with_suffix(".partial").rename(folder)
+
+
+def data_stage(work: Path, args) -> None:
+    if not (work / "data").exists():
+        shapes.write_shapes_dataset(work / "data", shapes.training_combinations(), args.clips, seed=args.seed)
+
+
+def dit_stage(work: Path, args) -> None:
+    """`wan-diffusers train`: full training of the fresh DiT on `data/`."""
+    if (work / "dit" / "transformer").exists():
+        return
+    prompts = [shapes.caption(*shapes.training_combinations()[0]), shapes.caption(*shapes.held_out_combinations()[0])]
+    _train(work, "dit", work / "base", work / "data", [
+        "--full", "--steps", str(args.dit_steps), "--learning-rate", "5e-4", "--warmup-steps", "100",
+        "--validate-every", "500", "--validation-prompts", *prompts,
+    ])  # fmt: skip
+
+
+def lora_data_stage(work: Path, args) -> None:
+    """The LoRA's task: a new colour, cyan, on every shape and direction, plus a replay of the base combinations so
+    that the adapter adds cyan without forgetting the rest. Cached with the base model's encoders right away."""
+    folder = work / "lora_data"
+    if not folder.exists():
+        replay = shapes.training_combinations()
+        cyan = shapes.all_combinations(colours=("cyan",))
+        shapes.write_shapes_dataset(work / "lora_data_cyan", cyan, args.lora_clips, seed=args.seed + 2)
+        shapes.write_shapes_dataset(work / "lora_data_replay", replay, 2, seed=args.seed + 3)
+        _merge_datasets([work / "lora_data_cyan", work / "lora_data_replay"], folder)
+    _train(work, "lora_cache", work / "base", folder, ["--cache-only", "--cache-dir", str(work / "lora_cache")])
+
+
+def lora_stage(work: Path, args) -> None:
+    """A rank-8 LoRA on the trained DiT (`wan-diffusers train`), from the cache `lora_data_stage` made."""
+    if (work / "lora" / "lora").exists():
+        return
+    prompts = [shapes.caption("cyan", "square", "right"), shapes.caption("red", "circle", "down")]
+    _train(work, "lora", work / "final", work / "lora_data", [
+        "--lora-rank", "8", "--steps", str(args.lora_steps), "--learning-rate", "1e-3", "--warmup-steps", "20",
+        "--cache-dir", str(work / "lora_cache"), "--validate-every", str(args.lora_steps),
+        "--validation-prompts", *prompts,
+    ])  # fmt: skip
+
+
+def _merge_datasets(sources: list[Path], folder: Path) -> None:
+    import csv
+    import shutil
+
+    partial = folder.with_name(folder.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for source in sources:
+        with open(source / "metadata.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                shutil.copy(source / row["file_name"], partial / row["file_name"])
+                rows.append((row["file_name"], row["caption"]))
+    with open(partial / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "caption"])
+        writer.writerows(rows)
+    partial.rename(folder)
+
+
+def _train(work: Path, name: str, model: Path, data: Path, extra: list[str]) -> None:
+    """`wan-diffusers train` in a subprocess (as a user would run it), one thread, shapes bucket and schedule."""
+    command = [
+        sys.executable, "-m", "wan_diffusers.cli", "train", "--model", str(model), "--data", str(data),
+        "--output", str(work / name), "--batch-size", "8", "--buckets", f"{tiny.HEIGHT}x{tiny.WIDTH}x{tiny.NUM_FRAMES}",
+        "--shift", str(tiny.SHIFT), "--weighting", "none", "--caption-dropout", "0.1", "--weight-decay", "0.0",
+        "--checkpoint-every", "250", "--resume", "--seed", "0", *extra,
+    ]  # fmt: skip
+    logger.info("running %s", " ".join(command))
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def final_stage(work: Path, args) -> None:
+    """The shipped pipeline: the base pipeline with the trained DiT, saved in the Hub format (float32)."""
+    from wan_diffusers import WanPipeline, WanTransformer3DModel
+
+    pipe = WanPipeline.from_pretrained(work / "base")
+    pipe.transformer = WanTransformer3DModel.from_pretrained(work / "dit" / "transformer")
+    pipe.register_modules(transformer=pipe.transformer)
+    if not (work / "final").exists():
+        pipe.save_pretrained(work / "final.partial")
+        (work / "final.partial").rename(work / "final")
+
+
+def ship_stage(work: Path, args) -> None:
+    """Copy the pipeline to `--output` and the LoRA's two files to `--lora-output` (replacing what is there)."""
+    import shutil
+
+    for source, target in ((work / "final", args.output), (work / "lora" / "lora", args.lora_output)):
+        partial = target.with_name(target.name + ".partial")
+        shutil.copytree(source, partial)
+        if target.exists():
+            shutil.rmtree(target)
+        partial.rename(target)
+        logger.info("wrote %s", target)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("runs/tiny_shapes"))
+    parser.add_argument("--output", type=Path, default=Path("src/wan_diffusers/assets/tiny_shapes"))
+    parser.add_argument("--lora-output", type=Path, default=Path("src/wan_diffusers/assets/tiny_shapes_cyan_lora"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-steps", type=int, default=200)
+    parser.add_argument("--clips", type=int, default=10, help="training clips per combination")
+    parser.add_argument("--dit-steps", type=int, default=3000)
+    parser.add_argument("--lora-clips", type=int, default=8, help="cyan clips per combination for the LoRA")
+    parser.add_argument("--lora-steps", type=int, default=300)
+    parser.add_argument(
+        "--stages", default="vae,base,data,lora_data,dit,final,lora,ship", help="comma-separated stages to run"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one thread is faster than two on a shared 2-core machine
+    args.work.mkdir(parents=True, exist_ok=True)
+    stages = {
+        "vae": vae_stage,
+        "base": base_stage,
+        "data": data_stage,
+        "dit": dit_stage,
+        "final": final_stage,
+        "lora_data": lora_data_stage,
+        "lora": lora_stage,
+        "ship": ship_stage,
+    }
+    for name in args.stages.split(","):
+        start = time.time()
+        stages[name](args.work, args)
+        logger.info("stage %s: %.0f s", name, time.time() - start)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The tiny shapes model set: its tokenizer, frozen text encoder, VAE and DiT configurations.
+
+`scripts/train_tiny_shapes.py` builds these, trains the VAE (`training.vae.train_vae`) and the DiT (`wan-diffusers
+train`) on `training.shapes` clips, and writes the result to `wan_diffusers/assets/tiny_shapes/`, which
+`wan_diffusers.tiny_model_path()` returns.
+
+Sizes are chosen for a 2-core CPU: 64 x 64 x 17-frame videos become 8 x 5 x 16 x 16 latents (a VAE with 4x spatial
+and 4x temporal compression), which the DiT sees as 5 x 8 x 8 = 320 tokens.
+"""
+
+import torch
+
+from .shapes import COLOURS, DIRECTIONS, EXTRA_COLOURS, SHAPES
+
+HEIGHT = WIDTH = 64
+NUM_FRAMES = 17
+TEXT_DIM = 32
+SHIFT = 5.0  # the timestep shift it is trained and sampled with: Wan's default
+# Whole words the tokenizer keeps as one token: the grammar, the LoRA task's extra colours and a few spares. Any other
+# text still tokenizes, character by character.
+WORDS = ("a", "moves", *COLOURS, *EXTRA_COLOURS, *SHAPES, *DIRECTIONS, "diamond", "star", "orange", "purple")
+
+
+def shapes_tokenizer():
+    """A umT5-style tokenizer (`<pad>` 0, `</s>` 1, `<unk>` 2, `</s>` appended): whole `WORDS`, else characters."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    characters = string.ascii_letters + string.digits + string.punctuation
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    # a word scores -2, far above its spelling in characters (-4 - 5 per further character), so it wins
+    vocab += [("▁" + word, -2.0) for word in WORDS]
+    vocab += [("▁" + c, -4.0) for c in characters] + [(c, -5.0) for c in characters]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def shapes_text_encoder(vocab_size: int, seed: int = 0):
+    """A 2-layer umT5 encoder with frozen random weights (the DiT learns to read its features)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    config = UMT5Config(
+        vocab_size=vocab_size,
+        d_model=TEXT_DIM,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        feed_forward_proj="gated-gelu",
+    )
+    return UMT5EncoderModel(config).eval().requires_grad_(False)
+
+
+def shapes_vae(seed: int = 0):
+    """A 166k-parameter Wan 2.1 VAE: 8 latent channels, 4x spatial and 4x temporal compression."""
+    from ..models.autoencoder_kl_wan import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    z_dim = 8
+    return AutoencoderKLWan(
+        base_dim=8,
+        z_dim=z_dim,
+        dim_mult=[1, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[True, True],
+        latents_mean=[0.0] * z_dim,  # measured on the data after training (`training.vae.latent_statistics`)
+        latents_std=[1.0] * z_dim,
+        scale_factor_temporal=4,
+        scale_factor_spatial=4,
+    )
+
+
+def shapes_transformer(z_dim: int = 8, seed: int = 0):
+    """A 4-layer Wan 2.1 DiT, 64 wide (2 heads of 32), 2 x 2 latent patches."""
+    from ..models.transformer_wan import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=32,
+        in_channels=z_dim,
+        out_channels=z_dim,
+        text_dim=TEXT_DIM,
+        freq_dim=64,
+        ffn_dim=128,
+        num_layers=4,
+    )

@@ -1,0 +1,33 @@
+"""Two CPU processes under `accelerate launch` (DDP over gloo) train the tiny model through the command line."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import wan_diffusers
+
+
+def test_two_process_gloo_training(tiny_model_dir, shapes_data_dir, tmp_path):
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "wan_diffusers.cli", "train", "--model", str(tiny_model_dir), "--data", str(shapes_data_dir),
+        "--output", str(output), "--full", "--steps", "2", "--batch-size", "1", "--buckets", "32x32x5",
+        "--checkpoint-every", "0",
+    ]  # fmt: skip
+    source = str(Path(wan_diffusers.__file__).parents[1])  # this checkout's package, in the child processes too
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    environment = json.loads((output / "environment.json").read_text())
+    assert environment["num_processes"] == 2 and "MULTI_CPU" in environment["distributed_type"], environment
+    assert [row["step"] for row in csv.DictReader(open(output / "loss.csv"))] == ["1", "2"]
+    assert (output / "transformer" / "config.json").exists()
