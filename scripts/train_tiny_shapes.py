@@ -34,35 +34,42 @@ logger = logging.getLogger("train_tiny_shapes")
 
 
 def vae_stage(work: Path, args) -> None:
+    """Two runs of `train_vae` (each a one-cycle schedule): `vae_phase1/` after `--vae-steps`, then `vae/` after
+    `--vae-refine-steps` more; the foreground only becomes sharp in the second."""
+    from wan_diffusers import AutoencoderKLWan
     from wan_diffusers.training.vae import latent_statistics, train_vae
 
-    folder = work / "vae"
-    if folder.exists():
-        return
-    vae = tiny.shapes_vae(seed=args.seed)
     colours = (*shapes.COLOURS, *shapes.EXTRA_COLOURS)  # a codec for every colour, the LoRA task's included
 
     def sample_video(rng):
         combination = (rng.choice(colours), rng.choice(shapes.SHAPES), rng.choice(list(shapes.DIRECTIONS)))
         return shapes.render_clip(shapes.random_clip_spec(*combination, rng))
 
-    start = time.time()
-    losses = train_vae(vae, sample_video, steps=args.vae_steps, num_frames=5, seed=args.seed)
-    rng = np.random.default_rng(args.seed + 1)
-    videos = torch.stack([torch.from_numpy(sample_video(rng)).permute(3, 0, 1, 2) * 2 - 1 for _ in range(64)])
-    mean, std = latent_statistics(vae, videos)
-    vae.register_to_config(latents_mean=mean, latents_std=std)
-    vae.save_pretrained(folder.with_suffix(".partial"))
-    folder.with_suffix(".partial").rename(folder)
-    report = {
-        "seconds": time.time() - start,
-        "first_loss": float(np.mean(losses[:20])),
-        "last_loss": float(np.mean(losses[-20:])),
-        "latents_mean": mean,
-        "latents_std": std,
-    }
-    (work / "vae_report.json").write_text(json.dumps(report, indent=1))
-    logger.info("VAE: %s", report)
+    report = {}
+    for phase, folder, steps in ((1, work / "vae_phase1", args.vae_steps), (2, work / "vae", args.vae_refine_steps)):
+        if folder.exists():
+            continue
+        vae = tiny.shapes_vae(seed=args.seed) if phase == 1 else AutoencoderKLWan.from_pretrained(work / "vae_phase1")
+        start = time.time()
+        losses = train_vae(vae, sample_video, steps=steps, num_frames=5, seed=args.seed + phase - 1)
+        rng = np.random.default_rng(args.seed + 10)
+        videos = torch.stack([torch.from_numpy(sample_video(rng)).permute(3, 0, 1, 2) * 2 - 1 for _ in range(64)])
+        mean, std = latent_statistics(vae, videos)
+        vae.register_to_config(latents_mean=mean, latents_std=std)
+        vae.save_pretrained(folder.with_suffix(".partial"))
+        folder.with_suffix(".partial").rename(folder)
+        report[f"phase{phase}"] = {
+            "steps": steps,
+            "seconds": time.time() - start,
+            "first_loss": float(np.mean(losses[:20])),
+            "last_loss": float(np.mean(losses[-20:])),
+            "latents_mean": mean,
+            "latents_std": std,
+        }
+        logger.info("VAE phase %d: %s", phase, report[f"phase{phase}"])
+    if report:
+        with open(work / "vae_report.json", "a") as handle:
+            handle.write(json.dumps(report) + "\n")
 
 
 def base_stage(work: Path, args) -> None:
@@ -189,7 +196,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("src/wan_diffusers/assets/tiny_shapes"))
     parser.add_argument("--lora-output", type=Path, default=Path("src/wan_diffusers/assets/tiny_shapes_cyan_lora"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vae-steps", type=int, default=200)
+    parser.add_argument("--vae-steps", type=int, default=400)
+    parser.add_argument("--vae-refine-steps", type=int, default=250)
     parser.add_argument("--clips", type=int, default=10, help="training clips per combination")
     parser.add_argument("--dit-steps", type=int, default=3000)
     parser.add_argument("--lora-clips", type=int, default=8, help="cyan clips per combination for the LoRA")

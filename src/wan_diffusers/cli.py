@@ -1,7 +1,9 @@
 """The `wan-diffusers` command: `generate` a video file, `convert` an original release, `bench` your hardware.
 
-    wan-diffusers generate --prompt "A cat walks on the grass" --output cat.mp4
-        a tiny random-weight pipeline built in code: runs offline on a CPU in seconds, and its frames are noise
+    wan-diffusers generate --output shapes.mp4 [--prompt "a blue triangle moves up"]
+        the tiny shapes model shipped in the package (`wan_diffusers.tiny_model_path()`): offline, seconds on a
+        CPU, 64 x 64 videos of `a {colour} {shape} moves {direction}`; without --model the other tasks build a
+        tiny random-weight pipeline, whose frames are noise
     wan-diffusers generate --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "..." --output cat.mp4
         the real model (a Hub id or a local folder in the Hub format)
     wan-diffusers convert --checkpoint-dir Wan2.1-T2V-1.3B --output-dir Wan2.1-T2V-1.3B-Diffusers
@@ -91,10 +93,15 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a Hub repo id or a local folder in the Hub format (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers); the defaults "
         "below are those of the released variant it names (by its last path component), else of the task's first "
-        "one in `wan_diffusers.tasks`; without --model, a tiny random-weight pipeline is built in code: offline and "
-        "fast, but its frames are noise",
+        "one in `wan_diffusers.tasks`; without --model, t2v runs the tiny shapes model shipped in the package "
+        "(64 x 64 moving shapes, offline, seconds on a CPU) and the other tasks a tiny random-weight pipeline built in "
+        "code, whose frames are noise",
     )
-    parser.add_argument("--prompt", required=True, help="what the video shows")
+    parser.add_argument(
+        "--prompt",
+        help="what the video shows (required, except for t2v without --model: the tiny shapes model then draws "
+        f"{tiny_default_prompt()!r})",
+    )
     parser.add_argument(
         "--negative-prompt", default=None, help="what to avoid (default: the original's negative prompt of the task)"
     )
@@ -201,7 +208,12 @@ def run_generate(args: argparse.Namespace) -> int:
     fps = args.fps or variant.fps
     path = export_to_mp4(video, args.output, fps=fps)
     logger.info(f"Wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {fps} fps)")
-    if args.model is None:
+    if uses_tiny_shapes(args):
+        logger.info(
+            "This was the tiny shapes model (64 x 64, trained on moving shapes): try another prompt such as "
+            f"'a blue triangle moves up'. For a real video add --model {variant.hub_id}."
+        )
+    elif args.model is None:
         logger.info(
             "This was the offline demo: a tiny random-weight model, so the frames are noise. For a real video add "
             f"--model {variant.hub_id} (or another Wan 2.1 repo, or a converted folder)."
@@ -210,6 +222,10 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _check_generate_arguments(args: argparse.Namespace, variant: WanTask) -> None:
+    if args.prompt is None:
+        if not uses_tiny_shapes(args):
+            raise ValueError("--prompt is required (it may be left out only with --task t2v and no --model)")
+        args.prompt = tiny_default_prompt()
     for name in variant.required_inputs:
         if getattr(args, name) is None:
             raise ValueError(f"--task {args.task} needs --{name.replace('_', '-')} PATH")
@@ -240,8 +256,25 @@ def _check_generate_arguments(args: argparse.Namespace, variant: WanTask) -> Non
     check_generate_arguments(args)  # numbers, files that decode, --output, --device (cli_checks.py)
 
 
+def uses_tiny_shapes(args: argparse.Namespace) -> bool:
+    """Text-to-video without --model runs the tiny shapes model shipped in the package (trained: its video shows the
+    prompt); the other tasks without --model build a random-weight demo pipeline."""
+    return args.model is None and args.task == "t2v"
+
+
+def tiny_default_prompt() -> str:
+    from .training.tiny import DEFAULT_PROMPT
+
+    return DEFAULT_PROMPT
+
+
 def size_defaults(args: argparse.Namespace, variant: WanTask) -> dict:
-    """Size, frames and steps when not given: the demo's tiny ones, or the original's for the model's variant."""
+    """Size, frames and steps when not given: the tiny shapes model's, the demo's, or the original's for the model's
+    variant."""
+    if uses_tiny_shapes(args):
+        from .training.tiny import SAMPLING_DEFAULTS
+
+        return SAMPLING_DEFAULTS
     if args.model is None:
         return DEMO_DEFAULTS
     return {
@@ -329,7 +362,16 @@ def _generate(args: argparse.Namespace, variant: WanTask):
 def _load_pipeline(args: argparse.Namespace, variant: WanTask, dtype):
     import torch
 
-    if args.model is None:
+    if uses_tiny_shapes(args):
+        from .assets import tiny_model_path
+        from .pipelines.pipeline_wan import WanPipeline
+
+        logger.info(
+            f"No --model: the tiny shapes model shipped in the package ({tiny_model_path()}), trained on prompts "
+            f"`a {{colour}} {{shape}} moves {{direction}}`; prompt: {args.prompt!r}"
+        )
+        pipe = WanPipeline.from_pretrained(tiny_model_path())  # float32: it is tiny
+    elif args.model is None:
         from .pipelines.demo import build_demo_pipeline
 
         logger.info(f"No --model: building the tiny random-weight {args.task} demo pipeline (its frames are noise)")

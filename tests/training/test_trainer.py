@@ -101,3 +101,19 @@ def test_bad_settings_are_refused_before_loading(tmp_path):
     ]:
         with pytest.raises(ValueError, match=message):
             TrainingConfig(**{**config.__dict__, field: value}).check()
+
+
+@pytest.mark.parametrize("task", ["i2v", "vace"])
+def test_image_to_video_and_vace_training(task, shapes_data_dir, tmp_path):
+    from wan_diffusers.pipelines.demo import build_demo_pipeline
+
+    model = tmp_path / "model"
+    build_demo_pipeline(task).save_pretrained(model)
+    output = train(
+        _config(model, shapes_data_dir, tmp_path / "out", tmp_path / "cache", task=task, lora_rank=2, steps=1)
+    )
+    cached = load_file(next((tmp_path / "cache").glob("[0-9a-f]*.safetensors")))
+    assert set(cached) >= ({"condition", "image_embeds"} if task == "i2v" else {"control"})
+    pipe = build_demo_pipeline(task)
+    pipe.load_lora_weights(output / "lora")
+    assert pipe.get_list_adapters() == {"transformer": ["default_0"]}

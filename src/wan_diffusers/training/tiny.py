@@ -16,6 +16,9 @@ HEIGHT = WIDTH = 64
 NUM_FRAMES = 17
 TEXT_DIM = 32
 SHIFT = 5.0  # the timestep shift it is trained and sampled with: Wan's default
+# what `wan-diffusers generate` uses with this model when not told otherwise
+DEFAULT_PROMPT = "a red circle moves right"
+SAMPLING_DEFAULTS = {"height": HEIGHT, "width": WIDTH, "frames": NUM_FRAMES, "steps": 20, "max_area": HEIGHT * WIDTH}
 # Whole words the tokenizer keeps as one token: the grammar, the LoRA task's extra colours and a few spares. Any other
 # text still tokenizes, character by character.
 WORDS = ("a", "moves", *COLOURS, *EXTRA_COLOURS, *SHAPES, *DIRECTIONS, "diamond", "star", "orange", "purple")

@@ -143,11 +143,11 @@ def model_inputs(pipe, task: str, video: torch.Tensor, caption: str) -> dict[str
             inputs["condition"] = pipe.prepare_condition([first], height, width, num_frames)[0]
             inputs["image_embeds"] = pipe.encode_image([first])[0]
         elif task == "vace":
-            frames = torch.zeros_like(video)[None]
-            frames[0, :, 0] = first
-            mask = torch.ones(1, 1, num_frames, height, width)
-            mask[:, :, 0] = 0.0  # 0: keep (the given first frame), 1: generate
-            inputs["control"] = pipe.prepare_vace_context(frames, mask, None)[0]
+            frames = torch.zeros_like(video)  # [3, F, H, W]
+            frames[:, 0] = first
+            mask = torch.ones(1, num_frames, height, width)
+            mask[:, 0] = 0.0  # 0: keep (the given first frame), 1: generate
+            inputs["control"] = pipe.prepare_vace_context(frames, mask, [])[0]
     return inputs
 
 
