@@ -214,26 +214,21 @@ def build_cache(pipe, config: TrainingConfig, output: Path) -> tuple[LatentCache
 
 
 def encoders_fingerprint(pipe, task: str) -> str:
-    """What the cached values depend on: the task and the encoders' configs and weights (a sample of each tensor), so
-    that a cache is shared between runs of models with the same encoders (a base model and its fine-tune) and never
-    reused with others."""
+    """What the cached values depend on: the task, the configs and weights (a sample of each tensor) of the text and
+    image encoders and of the VAE's encoder half. A cache is shared by runs of models with the same encoders (a base
+    model and its fine-tunes, also with a fine-tuned VAE decoder) and never reused with others."""
     import hashlib
 
-    digest = hashlib.sha1(task.encode())
+    digest = hashlib.sha1(f"{task}|{len(pipe.tokenizer)}".encode())
     for name in ("vae", "text_encoder", "image_encoder"):
         component = getattr(pipe, name, None)
         if component is None:
             continue
-        digest.update(
-            json.dumps(
-                component.config.to_dict() if hasattr(component.config, "to_dict") else dict(component.config),
-                sort_keys=True,
-                default=str,
-            ).encode()
-        )
-        for tensor in component.state_dict().values():
-            digest.update(tensor.detach().flatten()[:16].float().numpy().tobytes())
-    digest.update(str(len(pipe.tokenizer)).encode())
+        config = component.config.to_dict() if hasattr(component.config, "to_dict") else dict(component.config)
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+        for key, tensor in component.state_dict().items():
+            if name != "vae" or key.startswith(("encoder.", "quant_conv.")):
+                digest.update(tensor.detach().flatten()[:16].float().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

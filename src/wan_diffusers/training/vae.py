@@ -44,6 +44,7 @@ def train_vae(
     kl_weight: float = 1e-4,
     foreground_weight: float = 4.0,
     latent_noise: float = 0.05,
+    train_encoder: bool = True,
     seed: int = 0,
     log_every: int = 50,
 ) -> list[float]:
@@ -57,7 +58,13 @@ def train_vae(
         raise ValueError(f"`num_frames` must be 1 + {vae.config.scale_factor_temporal}k, got {num_frames}")
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+    # `train_encoder=False` fine-tunes the decoder alone: the latent space stays exactly the same, so models trained
+    # on the latents (and cached latents) remain valid, as with Stable Diffusion's fine-tuned VAE decoders
+    encoder_modules = (vae.encoder, vae.quant_conv)
+    for module in encoder_modules:
+        module.requires_grad_(train_encoder)
+    parameters = [parameter for parameter in vae.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.05)
     vae.train()
     losses, content_errors, start = [], [], time.time()
@@ -67,7 +74,8 @@ def train_vae(
             frames = torch.from_numpy(sample_video(rng)[:num_frames]).permute(3, 0, 1, 2)  # [3, F, H, W]
             videos.append(_random_crop(frames * 2 - 1, crop, rng))
         video = torch.stack(videos)
-        posterior = vae.encode(video).latent_dist
+        with torch.set_grad_enabled(train_encoder):
+            posterior = vae.encode(video).latent_dist
         # the posterior mode plus a little noise, not a posterior sample: at initialisation the sample's noise (std 1)
         # drowns the means (std ~0.2), and the decoder learns nothing for hundreds of steps; the pipelines encode
         # with the mode, and the noise keeps the decoder tolerant of the DiT's imperfect latents
@@ -82,7 +90,7 @@ def train_vae(
         loss = reconstruction_loss + kl_weight * posterior.kl().mean() / video[0].numel()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
@@ -94,6 +102,7 @@ def train_vae(
                 "VAE step %d/%d loss %.4f (%.0f s)", step + 1, steps, np.mean(losses[-log_every:]), time.time() - start
             )
     vae.eval()
+    vae.requires_grad_(True)
     return losses
 
 
