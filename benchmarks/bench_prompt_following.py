@@ -16,7 +16,7 @@ import time
 import torch
 
 from wan_diffusers import WanPipeline, tiny_lora_path, tiny_model_path
-from wan_diffusers.training.evaluation import accuracy_report, prompt_following
+from wan_diffusers.training.evaluation import accuracy, accuracy_report, prompt_following
 from wan_diffusers.training.shapes import COLOURS, all_combinations
 
 
@@ -44,10 +44,14 @@ def main() -> None:
                                     guidance_scale=args.guidance)  # fmt: skip
     print(f"model {args.model or tiny_model_path()}{' + cyan LoRA' if args.lora else ''}: {len(results)} videos, "
           f"{args.steps} steps, guidance {args.guidance}, {time.time() - start:.0f} s")  # fmt: skip
-    print(accuracy_report(results))
-    if args.lora:
-        cyan = [r for r in results if r.expected[0] == "cyan"]
-        print(f"cyan prompts: colour {sum(r.correct[0] for r in cyan)}/{len(cyan)}")
+    base = [result for result in results if result.expected[0] != "cyan"]
+    print(accuracy_report(base))
+    if args.lora:  # the LoRA's own task, apart
+        table = accuracy([result for result in results if result.expected[0] == "cyan"])
+        print(
+            "cyan (the LoRA's new colour): "
+            + ", ".join(f"{name} {100 * value:.0f} %" for name, value in table.items())
+        )
     for result in results:
         if not all(result.correct):
             print(f"  {result.prompt!r}{' (held out)' if result.held_out else ''}: found {result.found}")

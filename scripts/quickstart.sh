@@ -3,8 +3,9 @@
 # then run the offline demo, which writes outputs/demo.mp4.
 #
 # The demo is the tiny shapes model shipped in the package (`wan_diffusers.tiny_model_path()`): a real Wan 2.1 DiT and
-# VAE, trained on this CPU by scripts/train_tiny_shapes.py, that draws 64 x 64 videos of prompts such as
-# "a red circle moves right" offline in seconds; the console names the prompt and the model. For a real video, run
+# VAE, trained on a 2-core CPU by scripts/train_tiny_shapes.py on prompts such as "a red circle moves right": it
+# draws a 64 x 64 moving shape offline in seconds (it does not follow the prompt well yet, see
+# benchmarks/RESULTS.md); the console names the prompt and the model. For a real video, run
 #   .venv/bin/wan-diffusers generate --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "..." --output cat.mp4
 # on a GPU (see README.md).
 set -euo pipefail

@@ -30,14 +30,15 @@ def write_image(path, seed: int, size=(64, 128)):
 
 
 def test_demo_writes_a_playable_mp4(tmp_path, capsys):
-    output = tmp_path / "cat.mp4"
-    assert main(["generate", "--prompt", "A cat walks on the grass", "--output", str(output), *SMALL]) == 0
+    """Without --model (and without --prompt), t2v runs the tiny shapes model shipped in the package and says so."""
+    output = tmp_path / "shapes.mp4"
+    assert main(["generate", "--output", str(output), *SMALL]) == 0
     frames = read_mp4(output)
     assert frames.shape == (5, 32, 48, 3) and frames.dtype == np.uint8
     assert frames.std() > 1  # not a blank video
     err = capsys.readouterr().err
     assert "2/2" in err  # the progress bar
-    assert f"Wrote {output}" in err and "frames are noise" in err
+    assert f"Wrote {output}" in err and "tiny shapes model" in err and "prompt: 'a red circle moves right'" in err
 
 
 @pytest.mark.parametrize("task", ["i2v", "flf2v", "v2v"])

@@ -12,15 +12,25 @@ import wan_diffusers
 
 def test_two_process_gloo_training(tiny_model_dir, shapes_data_dir, tmp_path):
     output = tmp_path / "ddp"
+    # accelerate's launcher starts local processes with torchrun only on its "multi-GPU" path (its MULTI_CPU path needs
+    # mpirun); `use_cpu` then makes each process a CPU rank, and the Accelerator joins them over gloo (MULTI_CPU)
+    config = tmp_path / "two_cpu_processes.yaml"
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_processes: 2\nnum_machines: 1\n"
+        "machine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\nrdzv_backend: static\nsame_network: true\n"
+        "main_process_ip: 127.0.0.1\nmain_process_port: 29517\n"
+    )
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
         "-m", "wan_diffusers.cli", "train", "--model", str(tiny_model_dir), "--data", str(shapes_data_dir),
         "--output", str(output), "--full", "--steps", "2", "--batch-size", "1", "--buckets", "32x32x5",
         "--checkpoint-every", "0",
     ]  # fmt: skip
     source = str(Path(wan_diffusers.__file__).parents[1])  # this checkout's package, in the child processes too
+    # the launcher does not hand `use_cpu` on to the ranks it starts with torchrun; without this each rank would run
+    # alone (DistributedType.NO) instead of joining the gloo group
     env = {
+        "ACCELERATE_USE_CPU": "true",
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),

@@ -184,6 +184,13 @@ def build_cache(pipe, config: TrainingConfig, output: Path) -> tuple[LatentCache
     cache = LatentCache(config.cache_dir or output / "cache", encoders_fingerprint(pipe, config.task))
     keys, key_buckets = [], []
     for item in tqdm(items, desc="caching latents"):
+        cached = [
+            bucket for bucket in buckets if cache.path(cache.key(item, f"{bucket}|{config.frame_stride}")).exists()
+        ]
+        if len(cached) == 1:  # encoded before (a resumed run, another run with the same encoders): skip decoding
+            keys.append(cache.key(item, f"{cached[0]}|{config.frame_stride}"))
+            key_buckets.append(str(cached[0]))
+            continue
         try:
             frames = read_frames_best(item.path, buckets, longest, config.frame_stride)
             bucket = choose_bucket(frames, buckets, len(frames))
@@ -225,6 +232,7 @@ def encoders_fingerprint(pipe, task: str) -> str:
         if component is None:
             continue
         config = component.config.to_dict() if hasattr(component.config, "to_dict") else dict(component.config)
+        config = {key: value for key, value in config.items() if not key.startswith("_")}  # paths, versions
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         for key, tensor in component.state_dict().items():
             if name != "vae" or key.startswith(("encoder.", "quant_conv.")):
