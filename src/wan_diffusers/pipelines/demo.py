@@ -87,13 +87,14 @@ def tiny_image_encoder(**overrides):
     return CLIPVisionModelWithProjection(CLIPVisionConfig(**{**IMAGE_ENCODER_CONFIG, **overrides})).eval()
 
 
-def demo_tokenizer():
-    """A umT5-style tokenizer (`<pad>` 0, `</s>` 1, `<unk>` 2, `</s>` appended) over single characters."""
+def demo_tokenizer(words: tuple[str, ...] = ()):
+    """A umT5-style tokenizer (`<pad>` 0, `</s>` 1, `<unk>` 2, `</s>` appended) over single characters, plus `words`
+    kept whole (one token each, ids 4, 5, ...: a word scores -2, far above its spelling in characters)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     characters = string.ascii_letters + string.digits + string.punctuation
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)] + [("▁" + word, -2.0) for word in words]
     vocab += [("▁" + c, -4.0) for c in characters] + [(c, -5.0) for c in characters]
     tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")

@@ -25,24 +25,10 @@ WORDS = ("a", "moves", *COLOURS, *EXTRA_COLOURS, *SHAPES, *DIRECTIONS, "diamond"
 
 
 def shapes_tokenizer():
-    """A umT5-style tokenizer (`<pad>` 0, `</s>` 1, `<unk>` 2, `</s>` appended): whole `WORDS`, else characters."""
-    import string
+    """The demo's umT5-style character tokenizer (`pipelines.demo.demo_tokenizer`) with `WORDS` kept whole."""
+    from ..pipelines.demo import demo_tokenizer
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    characters = string.ascii_letters + string.digits + string.punctuation
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
-    # a word scores -2, far above its spelling in characters (-4 - 5 per further character), so it wins
-    vocab += [("▁" + word, -2.0) for word in WORDS]
-    vocab += [("▁" + c, -4.0) for c in characters] + [(c, -5.0) for c in characters]
-    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return demo_tokenizer(words=WORDS)
 
 
 def shapes_text_encoder(vocab_size: int, seed: int = 0):
