@@ -2,8 +2,8 @@
 
     wan-diffusers generate --output shapes.mp4 [--prompt "a blue triangle moves up"]
         the tiny shapes model shipped in the package (`wan_diffusers.tiny_model_path()`): offline, seconds on a
-        CPU, 64 x 64 videos of `a {colour} {shape} moves {direction}`; without --model the other tasks build a
-        tiny random-weight pipeline, whose frames are noise
+        CPU, a 64 x 64 moving shape (trained on `a {colour} {shape} moves {direction}`, it does not follow the
+        prompt well yet); without --model the other tasks build a tiny random-weight pipeline (frames are noise)
     wan-diffusers generate --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "..." --output cat.mp4
         the real model (a Hub id or a local folder in the Hub format)
     wan-diffusers convert --checkpoint-dir Wan2.1-T2V-1.3B --output-dir Wan2.1-T2V-1.3B-Diffusers

@@ -151,7 +151,7 @@ def test_help_keeps_the_examples_and_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.main(["generate", "--help"])
     help_text = capsys.readouterr().out
-    assert '\n    wan-diffusers generate --prompt "A cat walks on the grass" --output cat.mp4\n' in help_text
+    assert '\n    wan-diffusers generate --output shapes.mp4 [--prompt "a blue triangle moves up"]\n' in help_text
     assert "(default: output.mp4 here)" in " ".join(help_text.split())
     with pytest.raises(SystemExit):
         cli.main(["convert", "--help"])
