@@ -387,6 +387,18 @@ def test_matches_diffusers_pipeline_up_to_the_reference_order():
     assert max_rel(ours_two, run(theirs, references)) > 1e-4  # measured 5.4e-4 (random tiny weights)
 
 
+def test_diffusers_input_forms_are_accepted_with_their_meaning():
+    """diffusers' forms: references as one list per prompt, and `boundary_ratio=0.0` with no `transformer_2` (every
+    step t >= 0 runs `transformer`); both give exactly the output of our own forms."""
+    pipe = tiny_vace_pipeline()
+    references = [sample_image(8, 8, seed=1), sample_image(8, 8, seed=2)]
+    inputs = {**task_inputs("t2v"), "output_type": "latent"}
+    flat = call(pipe, **inputs, reference_images=references)
+    assert torch.equal(call(pipe, **inputs, reference_images=[references]), flat)
+    single = WanVACEPipeline(**pipe.components, boundary_ratio=0.0)
+    assert torch.equal(call(single, **inputs, reference_images=references), flat)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bad input: clear errors before any model runs
 
@@ -399,7 +411,8 @@ def test_matches_diffusers_pipeline_up_to_the_reference_order():
         ({"mask": list(np.full((NUM_FRAMES, HEIGHT, WIDTH), 2.0))}, r"`mask\[0\]` .* must be in \[0, 1\]"),
         ({"reference_images": ["cat.png"]}, r"`reference_images\[0\]` must be"),
         ({"reference_images": [sample_image(8, 8), 3]}, r"`reference_images\[1\]` must be"),
-        ({"reference_images": [[sample_image(8, 8)]]}, "nested list"),
+        ({"reference_images": [[sample_image(8, 8)], sample_image(8, 8)]}, "mixes images and lists"),
+        ({"reference_images": [[sample_image(8, 8)], [sample_image(8, 8)]]}, r"`reference_images\[1\]` differs"),
         ({"conditioning_scale": [1.0, 0.5, 0.5]}, r"`conditioning_scale` must be .* list / 1-D tensor of 2 numbers"),
         ({"conditioning_scale": "strong"}, "`conditioning_scale` must be"),
         ({"num_frames": 5}, r"`num_frames` \(5\) must match the 9 frames of `video`"),

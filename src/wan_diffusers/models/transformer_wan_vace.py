@@ -152,6 +152,8 @@ class WanVACETransformer3DModel(WanTransformer3DModel):
             raise ValueError(f"`vace_layers` must be a non-empty list of block indices, got {vace_layers}")
         if max(vace_layers) >= num_layers:
             raise ValueError(f"`vace_layers` must name blocks below `num_layers` ({num_layers}), got {vace_layers}")
+        # the random number state the initial weights are drawn from (see `_redraw_initial_weights`)
+        rng_state = torch.random.get_rng_state()
         if 0 not in vace_layers:
             raise ValueError(f"`vace_layers` must contain block 0 (hint block 0 feeds it), got {vace_layers}")
         if len(set(vace_layers)) != len(vace_layers):
@@ -194,6 +196,34 @@ class WanVACETransformer3DModel(WanTransformer3DModel):
         )
         # main block index -> the hint it receives
         self._hint_positions = {layer: position for position, layer in enumerate(vace_layers)}
+        self._redraw_initial_weights(rng_state)
+
+    @torch.no_grad()
+    def _redraw_initial_weights(self, rng_state: torch.Tensor) -> None:
+        """Draw the random initial weights again from `rng_state`, in the order diffusers' `WanVACETransformer3DModel`
+        builds its modules (the control patch embedding right after the video's, the hint blocks right after the
+        main ones, a hint block's `proj_in` first and its `proj_out` before its modulation table), so that one seed
+        gives both classes the same weights, as diffusers' tests expect. Only the draws change, never a module, key
+        or shape; loaded weights replace them. Skipped where the weights are not on the CPU (meta tensors while
+        `from_pretrained` loads, or another device's generator)."""
+        if any(parameter.device.type != "cpu" for parameter in self.parameters()):
+            return
+        torch.random.set_rng_state(rng_state)
+        _redraw(self.patch_embedding)
+        _redraw(self.vace_patch_embedding)
+        _redraw(self.condition_embedder)
+        _redraw(self.blocks)
+        for block in self.vace_blocks:
+            if block.proj_in is not None:
+                block.proj_in.reset_parameters()
+            for name, child in block.named_children():
+                if name not in ("proj_in", "proj_out"):
+                    _redraw(child)
+            block.proj_out.reset_parameters()
+            _redraw_table(block.scale_shift_table)
+        _redraw(self.norm_out)
+        _redraw(self.proj_out)
+        _redraw_table(self.scale_shift_table)
 
     @apply_lora_scale("attention_kwargs")
     def forward(
@@ -345,3 +375,20 @@ TransformerBlockRegistry.register(
         hidden_states_argument_name="control_hidden_states",
     ),
 )
+
+
+def _redraw(module: nn.Module) -> None:
+    """Draw a module's random initial weights again, in the order it built them: its submodules in registration
+    order (linear and convolution layers as their constructors draw them), then its own modulation table."""
+    if isinstance(module, (nn.Linear, nn.Conv3d)):
+        module.reset_parameters()
+        return
+    for child in module.children():
+        _redraw(child)
+    if isinstance(getattr(module, "scale_shift_table", None), nn.Parameter):
+        _redraw_table(module.scale_shift_table)
+
+
+def _redraw_table(table: nn.Parameter) -> None:
+    """A modulation table as the constructors draw it: `torch.randn(shape) / dim**0.5`."""
+    table.copy_(torch.randn(table.shape) / table.shape[-1] ** 0.5)

@@ -33,7 +33,8 @@ def check_expert_inputs(boundary_ratio, transformer, transformer_2, guidance_sca
     if boundary_ratio is not None:
         if not isinstance(boundary_ratio, (int, float)) or not 0 <= boundary_ratio <= 1:
             raise ValueError(f"`boundary_ratio` must be a number in [0, 1], got {boundary_ratio!r}")
-        if transformer_2 is None:
+        # boundary_ratio 0 gives every step (t >= 0) to `transformer`: diffusers accepts it without `transformer_2`
+        if transformer_2 is None and boundary_ratio > 0:
             raise ValueError(
                 f"`boundary_ratio` ({boundary_ratio}) splits the steps between `transformer` and `transformer_2`, "
                 "but the pipeline has no `transformer_2`: load the low-noise expert or set `boundary_ratio=None`"

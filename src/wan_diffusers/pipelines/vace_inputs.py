@@ -89,18 +89,32 @@ def reference_on_canvas(image, height: int, width: int, name: str = "reference_i
 
 
 def reference_image_list(reference_images, name: str = "reference_images") -> list:
-    """`None`, one image or a list of images -> a list of images (in the given order)."""
+    """`None`, one image, a list of images, or (as diffusers accepts) a list of one such list per prompt -> a list of
+    images (in the given order). Every video of a call shares one set of references, so the lists per prompt must
+    be equal."""
     if reference_images is None:
         return []
-    if isinstance(reference_images, (list, tuple)):
-        for index, image in enumerate(reference_images):
-            if isinstance(image, (list, tuple)):
-                raise ValueError(
-                    f"`{name}` must be one image or a flat list of images (one set of references shared by every "
-                    f"video of the call), got a nested list at `{name}[{index}]`"
-                )
+    if not isinstance(reference_images, (list, tuple)):
+        return [reference_images]
+    nested = [isinstance(images, (list, tuple)) for images in reference_images]
+    if not any(nested):
         return list(reference_images)
-    return [reference_images]
+    if not all(nested):
+        raise ValueError(
+            f"`{name}` must be one image, a list of images, or a list of one list of images per prompt, got a list "
+            "that mixes images and lists"
+        )
+    first = list(reference_images[0])
+    for index, images in enumerate(reference_images[1:], start=1):
+        if len(images) != len(first) or any(image is not other for image, other in zip(images, first)):
+            raise ValueError(
+                f"`{name}`: every video of a call shares one set of references, but `{name}[{index}]` differs from "
+                f"`{name}[0]`; pass one list of images, or make one call per set of references"
+            )
+    for index, image in enumerate(first):
+        if isinstance(image, (list, tuple)):
+            raise ValueError(f"`{name}` nests lists more than two deep (at `{name}[0][{index}]`)")
+    return first
 
 
 def vace_frame_latents(
