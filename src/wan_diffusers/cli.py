@@ -210,8 +210,9 @@ def run_generate(args: argparse.Namespace) -> int:
     logger.info(f"Wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {fps} fps)")
     if uses_tiny_shapes(args):
         logger.info(
-            "This was the tiny shapes model (64 x 64, trained on moving shapes): try another prompt such as "
-            f"'a blue triangle moves up'. For a real video add --model {variant.hub_id}."
+            "This was the tiny shapes model (64 x 64, trained on moving shapes): it draws a moving shape but does not "
+            "follow its prompt yet (README: 'The tiny shapes model and prompt following'). For a real video add "
+            f"--model {variant.hub_id}."
         )
     elif args.model is None:
         logger.info(
