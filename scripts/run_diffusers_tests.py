@@ -19,7 +19,9 @@ installed version, `v<diffusers.__version__>`). It then
    and tiling) on a tiny Wan 2.2 configuration (`is_residual`, `patch_size` 2, z_dim 48), which diffusers does not
    test at the model level;
 4. runs pytest with the Hub offline (`HF_HUB_OFFLINE=1`) and prints passed / failed / skipped / errors per module,
-   exiting with 1 if any test failed.
+   exiting with 1 if any test failed. A failure listed in `DIFFERS_BY_DESIGN` (a test whose expected numbers come
+   from a behaviour where wan_diffusers follows the original Wan code instead of diffusers) is still run, and
+   counted and printed as "differs by design" with its reason and the test of ours that shows the difference.
 
 Run it with the interpreter of the environment to test, with wan_diffusers importable:
     PYTHONPATH=src .venv/bin/python scripts/run_diffusers_tests.py [-k EXPR] [--oracle] [--keep DIR]
@@ -90,6 +92,26 @@ TINY_T5_CONFIG = {
     "eos_token_id": 1,
     "bos_token_id": 0,
     "decoder_start_token_id": 0,
+}
+
+_TEXT_PADDING = (
+    "our DiT zero-pads the text context to 512 rows as the original Wan does; diffusers attends to the pipeline's "
+    "max_sequence_length (16) rows, which changes the attention once CLIP image tokens sit in front of the text "
+    "(with the padding set to 16 rows the slice matches diffusers' to 3e-8)",
+    "tests/models/test_transformer_wan.py::test_unpadded_text_context_is_padded_to_512_rows_like_the_original",
+)
+# Failing tests whose expected numbers come from a behaviour where we follow the original Wan code instead of
+# diffusers: test id -> (why, the test of ours that shows the difference). Run as usual, counted apart.
+DIFFERS_BY_DESIGN = {
+    "tests/pipelines/wan/test_wan_image_to_video.py::TestWanImageToVideoPipeline::test_inference": _TEXT_PADDING,
+    "tests/pipelines/wan/test_wan_image_to_video.py::TestWanFLFToVideoPipeline::test_inference": _TEXT_PADDING,
+    "tests/pipelines/wan/test_wan_video_to_video.py::TestWanVideoToVideoPipeline::test_inference": (
+        "the video is noised by the flow-matching mix s * noise + (1 - s) * x0 whatever the scheduler; diffusers "
+        "calls scheduler.add_noise, variance-preserving for the test's UniPC without use_flow_sigmas (with "
+        "add_noise the slice matches diffusers' to 1e-6)",
+        "tests/pipelines/test_pipeline_wan_video2video.py::"
+        "test_start_latents_are_the_flow_matching_mix_whatever_the_scheduler",
+    ),
 }
 
 # diffusers' VAE model tests on a tiny Wan 2.2 configuration, built on its own test classes.
@@ -259,29 +281,38 @@ def _run(root: Path, args: argparse.Namespace) -> int:
     if not report.exists():
         print("pytest wrote no report: see its output above", file=sys.stderr)
         return 1
-    counts = _counts(report)
+    counts, by_design = _counts(report, {} if args.oracle else DIFFERS_BY_DESIGN)
     classes = "diffusers' own classes (--oracle)" if args.oracle else "wan_diffusers' classes"
     print(f"\ndiffusers' tests on {classes}:")
-    print(f"{'module':<58} {'passed':>7} {'failed':>7} {'skipped':>8} {'errors':>7}")
-    total = Counter()
-    for module, count in sorted(counts.items()):
-        total.update(count)
-        print(f"{module:<58} {count['passed']:>7} {count['failed']:>7} {count['skipped']:>8} {count['error']:>7}")
-    print(f"{'total':<58} {total['passed']:>7} {total['failed']:>7} {total['skipped']:>8} {total['error']:>7}")
+    columns = ("passed", "failed", "skipped", "error", "by design")
+    print(f"{'module':<58} {'passed':>7} {'failed':>7} {'skipped':>8} {'errors':>7} {'differs by design':>18}")
+    total = sum(counts.values(), Counter())
+    for module, count in [*sorted(counts.items()), ("total", total)]:
+        print(f"{module:<58} " + " ".join(f"{count[c]:>{w}}" for c, w in zip(columns, (7, 7, 8, 7, 18))))
+    for test_id in by_design:
+        reason, ours = DIFFERS_BY_DESIGN[test_id]
+        print(f"\ndiffers by design: {test_id}\n  why: {reason}\n  shown by: {ours}")
     return 1 if total["failed"] or total["error"] else 0
 
 
-def _counts(report: Path) -> dict[str, Counter]:
-    """passed / failed / skipped / error per test module, from pytest's JUnit XML report."""
+def _counts(report: Path, by_design: dict) -> tuple[dict[str, Counter], list[str]]:
+    """passed / failed / skipped / error / by design per test module, from pytest's JUnit XML report, and the ids of
+    the failures counted as differing by design (failures listed in `by_design`)."""
     counts: dict[str, Counter] = {}
+    differing = []
     for case in ElementTree.parse(report).iter("testcase"):
-        module = re.sub(r"\.[A-Z]\w*$", "", case.get("classname", "")).replace(".", "/") + ".py"
+        classname = case.get("classname", "")
+        module = re.sub(r"\.[A-Z]\w*$", "", classname).replace(".", "/") + ".py"
+        test_id = f"{module}::{classname.rpartition('.')[2]}::{case.get('name')}"
         outcome = "passed"
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = "failed" if child.tag == "failure" else child.tag
+        if outcome == "failed" and test_id in by_design:
+            outcome = "by design"
+            differing.append(test_id)
         counts.setdefault(module, Counter())[outcome] += 1
-    return counts
+    return counts, differing
 
 
 if __name__ == "__main__":

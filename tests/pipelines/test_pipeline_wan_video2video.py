@@ -29,6 +29,32 @@ def test_same_result_as_diffusers_video_to_video():
     assert torch.equal(ours, theirs)
 
 
+@pytest.mark.oracle
+def test_start_latents_are_the_flow_matching_mix_whatever_the_scheduler():
+    """The video is noised as the flow-matching models expect, `s * noise + (1 - s) * x0`. diffusers calls
+    `scheduler.add_noise`, the same mix for flow-matching schedulers (above) but variance-preserving noising for a
+    UniPC scheduler without `use_flow_sigmas` (diffusers' own V2V test uses one, hence its slice differs from ours)."""
+    pipe = tiny_pipeline("v2v")
+    pipe.scheduler = diffusers.UniPCMultistepScheduler(flow_shift=3.0)
+    reference = diffusers.WanVideoToVideoPipeline(**pipe.components)
+    reference.set_progress_bar_config(disable=True)
+    starts = {}
+
+    def keep_first_input(name):
+        def hook(module, args, kwargs):
+            starts.setdefault(name, args[0] if args else kwargs["hidden_states"])
+
+        return hook
+
+    for name, runner in (("ours", pipe), ("theirs", reference)):
+        runner.transformer.register_forward_pre_hook(keep_first_input(name), with_kwargs=True)
+        settings = dict(video=pil_video(), negative_prompt="", strength=0.5, num_inference_steps=4, height=HEIGHT)
+        runner(**call_kwargs("v2v", **settings, width=WIDTH, output_type="latent"))
+        runner.transformer._forward_pre_hooks.clear()
+    # same noise and video latents, so the gap is the mixing rule alone: measured 10.1
+    assert max_abs(starts["ours"], starts["theirs"]) > 1e-2
+
+
 @pytest.mark.parametrize("strength, steps_run", [(1.0, 4), (0.5, 2), (0.3, 1)])
 def test_strength_sets_the_steps_that_run(strength, steps_run):
     pipe = tiny_pipeline("v2v")
