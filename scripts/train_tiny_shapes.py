@@ -33,73 +33,58 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 logger = logging.getLogger("train_tiny_shapes")
 
 
+# The VAE's two runs of `train_vae` (each a one-cycle schedule), on `shapes.codec_clip` clips:
+# (folder, frames per clip, clips per step, peak learning rate). Single frames first teach the spatial path at a
+# ninth of a clip's cost; 9-frame clips then teach the causal time path (the first frame, then two 4-frame chunks,
+# the second with a full cache like every later chunk of a 17-frame video).
+VAE_PHASES = (("vae_images", 1, 16, 2e-3), ("vae_clips", 9, 4, 1e-3))
+
+
 def vae_stage(work: Path, args) -> None:
-    """Two runs of `train_vae` (each a one-cycle schedule): `vae_phase1/` after `--vae-steps`, then `vae/` after
-    `--vae-refine-steps` more; the foreground only becomes sharp in the second."""
+    """`vae_images/`, `vae_clips/`, then `vae/`: the trained VAE with the latent mean and standard deviation of the
+    grammar's clips, what the DiT will see."""
     from wan_diffusers import AutoencoderKLWan
     from wan_diffusers.training.vae import latent_statistics, train_vae
 
-    sample_video = _vae_sample_video
-    report = {}
-    for phase, folder, steps in ((1, work / "vae_phase1", args.vae_steps), (2, work / "vae", args.vae_refine_steps)):
-        if folder.exists():
-            continue
-        vae = tiny.shapes_vae(seed=args.seed) if phase == 1 else AutoencoderKLWan.from_pretrained(work / "vae_phase1")
-        start = time.time()
-        losses = train_vae(vae, sample_video, steps=steps, num_frames=5, seed=args.seed + phase - 1)
+    previous = None
+    for (name, num_frames, batch_size, learning_rate), steps in zip(
+        VAE_PHASES, (args.vae_image_steps, args.vae_clip_steps)
+    ):
+        folder = work / name
+        if not folder.exists():
+            vae = tiny.shapes_vae(seed=args.seed) if previous is None else AutoencoderKLWan.from_pretrained(previous)
+            start = time.time()
+            losses = train_vae(
+                vae, shapes.codec_clip, steps=steps, num_frames=num_frames, batch_size=batch_size,
+                learning_rate=learning_rate, seed=args.seed,
+            )  # fmt: skip
+            _save(vae, folder)
+            _report(work, stage=name, steps=steps, seconds=round(time.time() - start),
+                    first_loss=float(np.mean(losses[:20])), last_loss=float(np.mean(losses[-20:])))  # fmt: skip
+        previous = folder
+    if not (work / "vae").exists():
+        vae = AutoencoderKLWan.from_pretrained(previous)
         rng = np.random.default_rng(args.seed + 10)
-        videos = torch.stack([torch.from_numpy(sample_video(rng)).permute(3, 0, 1, 2) * 2 - 1 for _ in range(64)])
-        mean, std = latent_statistics(vae, videos)
+        clips = [
+            shapes.render_clip(shapes.random_clip_spec(*combination, rng)) for combination in shapes.all_combinations()
+        ]
+        mean, std = latent_statistics(
+            vae, torch.stack([torch.from_numpy(clip).permute(3, 0, 1, 2) * 2 - 1 for clip in clips])
+        )
         vae.register_to_config(latents_mean=mean, latents_std=std)
-        vae.save_pretrained(folder.with_suffix(".partial"))
-        folder.with_suffix(".partial").rename(folder)
-        report[f"phase{phase}"] = {
-            "steps": steps,
-            "seconds": time.time() - start,
-            "first_loss": float(np.mean(losses[:20])),
-            "last_loss": float(np.mean(losses[-20:])),
-            "latents_mean": mean,
-            "latents_std": std,
-        }
-        logger.info("VAE phase %d: %s", phase, report[f"phase{phase}"])
-    if report:
-        with open(work / "vae_report.json", "a") as handle:
-            handle.write(json.dumps(report) + "\n")
+        _save(vae, work / "vae")
 
 
-def vae_decoder_stage(work: Path, args) -> None:
-    """A third VAE run, decoder only (`train_vae(train_encoder=False)`): sharper colours and shapes with the latent
-    space unchanged, so it runs while the DiT trains on the latents of `vae/`. Written to `vae_decoder/`."""
-    from wan_diffusers import AutoencoderKLWan
-    from wan_diffusers.training.vae import train_vae
-
-    folder = work / "vae_decoder"
-    if folder.exists():
-        return
-    vae = AutoencoderKLWan.from_pretrained(work / "vae")
-    start = time.time()
-    losses = train_vae(
-        vae, _vae_sample_video, steps=args.vae_decoder_steps, num_frames=5, train_encoder=False, seed=args.seed + 2
-    )
-    vae.save_pretrained(folder.with_suffix(".partial"))
+def _save(model, folder: Path) -> None:
+    model.save_pretrained(folder.with_suffix(".partial"))
     folder.with_suffix(".partial").rename(folder)
-    report = {
-        "phase3_decoder": {
-            "steps": args.vae_decoder_steps,
-            "seconds": time.time() - start,
-            "first_loss": float(np.mean(losses[:20])),
-            "last_loss": float(np.mean(losses[-20:])),
-        }
-    }
-    with open(work / "vae_report.json", "a") as handle:
-        handle.write(json.dumps(report) + "\n")
 
 
-def _vae_sample_video(rng):
-    """A random clip of any colour (the LoRA task's included: the VAE is a codec), shape and direction."""
-    colours = (*shapes.COLOURS, *shapes.EXTRA_COLOURS)
-    combination = (rng.choice(colours), rng.choice(shapes.SHAPES), rng.choice(list(shapes.DIRECTIONS)))
-    return shapes.render_clip(shapes.random_clip_spec(*combination, rng))
+def _report(work: Path, **figures) -> None:
+    """One line of `report.jsonl` (and the log): what a stage did and how long it took."""
+    logger.info("%s", figures)
+    with open(work / "report.jsonl", "a") as handle:
+        handle.write(json.dumps(figures) + "\n")
 
 
 def base_stage(work: Path, args) -> None:
@@ -202,7 +187,6 @@ def final_stage(work: Path, args) -> None:
     pipe = WanPipeline.from_pretrained(work / "base")
     pipe.register_modules(
         transformer=WanTransformer3DModel.from_pretrained(work / "dit" / "transformer"),
-        vae=AutoencoderKLWan.from_pretrained(work / "vae_decoder"),
     )
     if not (work / "final").exists():
         pipe.save_pretrained(work / "final.partial")
@@ -228,16 +212,15 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("src/wan_diffusers/assets/tiny_shapes"))
     parser.add_argument("--lora-output", type=Path, default=Path("src/wan_diffusers/assets/tiny_shapes_cyan_lora"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vae-steps", type=int, default=400)
-    parser.add_argument("--vae-refine-steps", type=int, default=250)
-    parser.add_argument("--vae-decoder-steps", type=int, default=600)
-    parser.add_argument("--clips", type=int, default=10, help="training clips per combination")
+    parser.add_argument("--vae-image-steps", type=int, default=1500)
+    parser.add_argument("--vae-clip-steps", type=int, default=1200)
+    parser.add_argument("--clips", type=int, default=20, help="training clips per combination")
     parser.add_argument("--dit-steps", type=int, default=3000)
     parser.add_argument("--lora-clips", type=int, default=8, help="cyan clips per combination for the LoRA")
     parser.add_argument("--lora-steps", type=int, default=200)
     parser.add_argument(
         "--stages",
-        default="vae,base,data,lora_data,vae_decoder,dit,final,lora,ship",
+        default="vae,base,data,lora_data,dit,final,lora,ship",
         help="comma-separated stages to run",
     )
     args = parser.parse_args()
@@ -246,7 +229,6 @@ def main() -> None:
     stages = {
         "vae": vae_stage,
         "base": base_stage,
-        "vae_decoder": vae_decoder_stage,
         "data": data_stage,
         "dit": dit_stage,
         "final": final_stage,

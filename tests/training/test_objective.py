@@ -1,6 +1,7 @@
 """Wan's flow-matching objective, against the formulas of DiffSynth-Studio's Wan training (`diffsynth/diffusion/
 flow_match.py`)."""
 
+import pytest
 import torch
 
 from wan_diffusers.training.objective import FlowMatchingObjective, bell_weights, training_sigmas
@@ -27,3 +28,14 @@ def test_noisy_input_and_velocity_target():
     torch.testing.assert_close(noisy, (1 - sigma) * latents + sigma * noise, rtol=1e-5, atol=1e-5)
     assert torch.equal(weights, torch.ones(4))
     assert FlowMatchingObjective.loss(target, target, weights) == 0
+
+
+def test_sigma_range_keeps_one_expert_part_of_the_schedule():
+    """A Wan 2.2 expert trains on its part of the schedule: the low-noise one below the boundary 0.875."""
+    objective = FlowMatchingObjective(shift=12.0, weighting="bell", sigma_range=(0.0, 0.875))
+    assert objective.sigmas.max() <= 0.875 and len(objective.sigmas) == len(objective.weights)
+    assert (training_sigmas(12.0) <= 0.875).sum() == len(objective.sigmas)
+    _, timesteps, _, _ = objective.sample(torch.zeros(64, 1, 1, 1, 1), torch.Generator().manual_seed(0))
+    assert timesteps.max() <= 875
+    with pytest.raises(ValueError, match="no training timestep"):
+        FlowMatchingObjective(sigma_range=(0.99999, 1.0 - 1e-9))

@@ -117,3 +117,22 @@ def test_image_to_video_and_vace_training(task, shapes_data_dir, tmp_path):
     pipe = build_demo_pipeline(task)
     pipe.load_lora_weights(output / "lora")
     assert pipe.get_list_adapters() == {"transformer": ["default_0"]}
+
+
+def test_wan22_low_noise_expert_lora(shapes_data_dir, tmp_path):
+    """`--transformer transformer_2 --timestep-range 0 0.875`: a LoRA of the Wan 2.2 low-noise expert alone, loaded
+    back into that expert with diffusers' `load_into_transformer_2`."""
+    from factories.pipelines import tiny_two_expert_pipeline
+
+    model = tmp_path / "model"
+    tiny_two_expert_pipeline().save_pretrained(model)
+    config = _config(model, shapes_data_dir, tmp_path / "out", tmp_path / "cache", lora_rank=2, steps=2)
+    output = train(TrainingConfig(**{**config.__dict__, "transformer": "transformer_2", "timestep_range": (0.0, 0.875)}))
+
+    pipe = WanPipeline.from_pretrained(model)
+    kwargs = dict(height=32, width=32, num_frames=5, num_inference_steps=2, output_type="latent")
+    before = pipe("a red circle moves left", generator=torch.Generator().manual_seed(0), **kwargs).frames
+    pipe.load_lora_weights(output / "lora", load_into_transformer_2=True)
+    assert pipe.get_list_adapters() == {"transformer_2": ["default_0"]}
+    after = pipe("a red circle moves left", generator=torch.Generator().manual_seed(0), **kwargs).frames
+    assert (after - before).abs().max() > 1e-4  # the second step, below the boundary, runs the adapted expert

@@ -40,16 +40,24 @@ class FlowMatchingObjective:
     Args:
         shift (`float`): the timestep shift (5 for Wan 2.1 480p/720p; use the shift you will sample with).
         weighting (`str`): "bell" (DiffSynth's) or "none".
+        sigma_range (`tuple[float, float]`): keep only the grid points with `low <= sigma <= high`. A Wan 2.2 A14B
+            expert is trained on its own part of the schedule: the high-noise one on sigmas at or above the
+            boundary (`boundary_ratio`, 0.875 for text-to-video), the low-noise one below it.
     """
 
-    def __init__(self, shift: float = 5.0, weighting: str = "bell"):
+    def __init__(self, shift: float = 5.0, weighting: str = "bell", sigma_range: tuple[float, float] = (0.0, 1.0)):
         if shift <= 0:
             raise ValueError(f"`shift` must be positive, got {shift}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"`weighting` must be one of {WEIGHTINGS}, got {weighting!r}")
         self.shift = shift
-        self.sigmas = training_sigmas(shift)
-        self.weights = bell_weights(self.sigmas) if weighting == "bell" else torch.ones_like(self.sigmas)
+        sigmas = training_sigmas(shift)
+        weights = bell_weights(sigmas) if weighting == "bell" else torch.ones_like(sigmas)
+        low, high = sigma_range
+        keep = (sigmas >= low) & (sigmas <= high)
+        if not keep.any():
+            raise ValueError(f"no training timestep has a sigma in {sigma_range} (shift {shift})")
+        self.sigmas, self.weights = sigmas[keep], weights[keep]
 
     def sample(self, latents: torch.Tensor, generator: torch.Generator | None = None):
         """Clean `latents` [B, C, F, H, W] -> (noisy latents, timesteps [B] on the 0-1000 scale, target, weights [B]).

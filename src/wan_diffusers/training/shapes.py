@@ -142,6 +142,24 @@ def render_clip(spec: ClipSpec, height: int = 64, width: int = 64, num_frames: i
     return frames
 
 
+def codec_clip(rng: np.random.Generator, height: int = 64, width: int = 64, num_frames: int = 17) -> np.ndarray:
+    """A clip for training the VAE, frames [F, H, W, 3] in [0, 1]: one to three moving shapes, each of a random colour
+    (a grammar colour half of the time, any RGB otherwise), overlapping ones combined by their brightest channel.
+
+    Wider than the grammar because the VAE is a codec: the DiT's latents (and a LoRA's new colour) must decode too.
+    Several shapes and free colours give every step more content to reconstruct, and colours whose channels vary
+    independently teach the latent all three channels from the start (with only the grammar's colours, the red and
+    blue channels are learnt hundreds of steps after the green one).
+    """
+    named = np.asarray(list({**COLOURS, **EXTRA_COLOURS}.values()), dtype=np.float32)
+    frames = np.zeros((num_frames, height, width, 3), dtype=np.float32)
+    for _ in range(rng.integers(1, 4)):
+        rgb = named[rng.integers(len(named))] if rng.random() < 0.5 else rng.uniform(0, 1, 3).astype(np.float32)
+        spec = random_clip_spec("white", rng.choice(SHAPES), rng.choice(list(DIRECTIONS)), rng, height, width, num_frames)
+        frames = np.maximum(frames, render_clip(spec, height, width, num_frames) * rgb)
+    return frames
+
+
 def write_shapes_dataset(
     folder: str | os.PathLike,
     combinations: list[tuple[str, str, str]],

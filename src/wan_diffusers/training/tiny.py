@@ -51,13 +51,13 @@ def shapes_text_encoder(vocab_size: int, seed: int = 0):
 
 
 def shapes_vae(seed: int = 0):
-    """A 166k-parameter Wan 2.1 VAE: 8 latent channels, 4x spatial and 4x temporal compression."""
+    """A 640k-parameter Wan 2.1 VAE: 8 latent channels, 4x spatial and 4x temporal compression."""
     from ..models.autoencoder_kl_wan import AutoencoderKLWan
 
     torch.manual_seed(seed)
     z_dim = 8
     return AutoencoderKLWan(
-        base_dim=8,
+        base_dim=16,
         z_dim=z_dim,
         dim_mult=[1, 2, 2],
         num_res_blocks=1,

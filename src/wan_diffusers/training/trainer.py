@@ -336,11 +336,7 @@ def train(config: TrainingConfig) -> Path:
     warmup = max(1, config.warmup_steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     model, optimizer, schedule = accelerator.prepare(transformer, optimizer, schedule)
-    objective = FlowMatchingObjective(config.shift, config.weighting)
-    low, high = config.timestep_range
-    if (low, high) != (0.0, 1.0):  # keep the grid points whose sigma lies in the range (Wan 2.2 experts)
-        keep = (objective.sigmas >= low) & (objective.sigmas <= high)
-        objective.sigmas, objective.weights = objective.sigmas[keep], objective.weights[keep]
+    objective = FlowMatchingObjective(config.shift, config.weighting, sigma_range=config.timestep_range)
 
     # resume: the newest checkpoint restores model, optimizer, schedule and the step counter
     step = 0

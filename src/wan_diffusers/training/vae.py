@@ -18,11 +18,11 @@ logger = logging.getLogger(__name__)
 
 
 def _random_crop(video: torch.Tensor, crop: int | None, rng: np.random.Generator) -> torch.Tensor:
-    """`video` [C, F, H, W] -> [C, F, crop, crop], the window centred near the brightest region's centre."""
+    """`video` [C, F, H, W] in [-1, 1] -> [C, F, crop, crop], the window mostly centred near a pixel of content."""
     if crop is None or crop >= min(video.shape[-2:]):
         return video
-    energy = video.abs().amax(dim=(0, 1))  # [H, W]
-    ys, xs = torch.nonzero(energy > 0.5, as_tuple=True)
+    content = video.amax(dim=(0, 1)) > -0.5  # [H, W]: brighter than the black background (-1)
+    ys, xs = torch.nonzero(content, as_tuple=True)
     height, width = video.shape[-2:]
     if len(ys) and rng.random() < 0.8:  # mostly around the content, sometimes anywhere (background, edges)
         index = rng.integers(len(ys))
