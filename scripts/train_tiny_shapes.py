@@ -182,7 +182,7 @@ def _train(work: Path, name: str, model: Path, data: Path, extra: list[str]) -> 
 
 def final_stage(work: Path, args) -> None:
     """The shipped pipeline: the base pipeline with the trained DiT, saved in the Hub format (float32)."""
-    from wan_diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
+    from wan_diffusers import WanPipeline, WanTransformer3DModel
 
     pipe = WanPipeline.from_pretrained(work / "base")
     pipe.register_modules(

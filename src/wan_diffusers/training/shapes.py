@@ -155,7 +155,9 @@ def codec_clip(rng: np.random.Generator, height: int = 64, width: int = 64, num_
     frames = np.zeros((num_frames, height, width, 3), dtype=np.float32)
     for _ in range(rng.integers(1, 4)):
         rgb = named[rng.integers(len(named))] if rng.random() < 0.5 else rng.uniform(0, 1, 3).astype(np.float32)
-        spec = random_clip_spec("white", rng.choice(SHAPES), rng.choice(list(DIRECTIONS)), rng, height, width, num_frames)
+        spec = random_clip_spec(
+            "white", rng.choice(SHAPES), rng.choice(list(DIRECTIONS)), rng, height, width, num_frames
+        )
         frames = np.maximum(frames, render_clip(spec, height, width, num_frames) * rgb)
     return frames
 
