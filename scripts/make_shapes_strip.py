@@ -2,8 +2,8 @@
 
     python scripts/make_shapes_strip.py [--output docs/tiny_shapes.png]
 
-Seeded (seed 0, 20 steps, guidance 5, as `wan-diffusers generate` without --model); the last row is a combination
-held out of training.
+Seeded (seed 0, 20 steps, guidance 5, as `wan-diffusers generate` without --model). The fourth row is a combination
+held out of training; the last one a colour the model never saw, drawn with the cyan LoRA (`tiny_lora_path()`).
 """
 
 import argparse
@@ -14,15 +14,17 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
-from wan_diffusers import WanPipeline, tiny_model_path
+from wan_diffusers import WanPipeline, tiny_lora_path, tiny_model_path
 from wan_diffusers.training import tiny
 from wan_diffusers.training.shapes import caption, held_out_combinations
 
+HELD_OUT, WITH_LORA = " (held out)", " (cyan LoRA)"
 PROMPTS = [
     "a red circle moves right",
     "a yellow square moves down",
     "a white triangle moves left",
-    caption(*held_out_combinations()[0]) + " (held out)",
+    caption(*held_out_combinations()[0]) + HELD_OUT,
+    "a cyan triangle moves up" + WITH_LORA,
 ]
 FRAMES = (0, 4, 8, 12, 16)
 SCALE = 2
@@ -38,7 +40,9 @@ def main() -> None:
     strip = PIL.Image.new("RGB", (LABEL_WIDTH + len(FRAMES) * (size + 4), len(PROMPTS) * (size + 4)), "white")
     draw = PIL.ImageDraw.Draw(strip)
     for row, label in enumerate(PROMPTS):
-        prompt = label.removesuffix(" (held out)")
+        prompt = label.removesuffix(HELD_OUT).removesuffix(WITH_LORA)
+        if label.endswith(WITH_LORA):
+            pipe.load_lora_weights(tiny_lora_path())
         video = pipe(
             prompt,
             height=tiny.HEIGHT,

@@ -75,6 +75,27 @@ def vae_stage(work: Path, args) -> None:
         _save(vae, work / "vae")
 
 
+def vae_decoder_stage(work: Path, args) -> None:
+    """`vae_decoder/`: `vae/` with its decoder fine-tuned alone (`train_vae(train_encoder=False)`) for sharper edges.
+    The latent space stays exactly the same, so the DiT trains on `vae/`'s latents meanwhile, and the shipped
+    pipeline decodes with this one."""
+    from wan_diffusers import AutoencoderKLWan
+    from wan_diffusers.training.vae import train_vae
+
+    folder = work / "vae_decoder"
+    if folder.exists():
+        return
+    vae = AutoencoderKLWan.from_pretrained(work / "vae")
+    start = time.time()
+    losses = train_vae(
+        vae, shapes.codec_clip, steps=args.vae_decoder_steps, num_frames=9, batch_size=4, learning_rate=5e-4,
+        train_encoder=False, seed=args.seed,
+    )  # fmt: skip
+    _save(vae, folder)
+    _report(work, stage="vae_decoder", steps=args.vae_decoder_steps, seconds=round(time.time() - start),
+            first_loss=float(np.mean(losses[:20])), last_loss=float(np.mean(losses[-20:])))  # fmt: skip
+
+
 def _save(model, folder: Path) -> None:
     model.save_pretrained(folder.with_suffix(".partial"))
     folder.with_suffix(".partial").rename(folder)
@@ -114,14 +135,23 @@ def data_stage(work: Path, args) -> None:
 
 
 def dit_stage(work: Path, args) -> None:
-    """`wan-diffusers train`: full training of the fresh DiT on `data/`."""
-    if (work / "dit" / "transformer").exists():
+    """`wan-diffusers train`: full training of the fresh DiT on `data/`. Run again with more `--dit-steps`, it
+    continues from the last checkpoint."""
+    if _trained_steps(work / "dit") == args.dit_steps:
         return
     prompts = [shapes.caption(*shapes.training_combinations()[0]), shapes.caption(*shapes.held_out_combinations()[0])]
     _train(work, "dit", work / "base", work / "data", [
-        "--full", "--steps", str(args.dit_steps), "--learning-rate", "5e-4", "--warmup-steps", "100",
+        "--full", "--steps", str(args.dit_steps), "--learning-rate", "1e-3", "--warmup-steps", "200",
         "--validate-every", "500", "--validation-prompts", *prompts,
     ])  # fmt: skip
+
+
+def _trained_steps(output: Path) -> int | None:
+    """The step count of the finished run in `output`: its newest checkpoint (the trainer saves one at the last step)
+    once the result is written; None before."""
+    if not (output / "transformer").exists() and not (output / "lora").exists():
+        return None
+    return max((int(path.name.split("-")[1]) for path in (output / "checkpoints").glob("step-*[0-9]")), default=None)
 
 
 def lora_data_stage(work: Path, args) -> None:
@@ -139,7 +169,7 @@ def lora_data_stage(work: Path, args) -> None:
 
 def lora_stage(work: Path, args) -> None:
     """A rank-8 LoRA on the trained DiT (`wan-diffusers train`), from the cache `lora_data_stage` made."""
-    if (work / "lora" / "lora").exists():
+    if _trained_steps(work / "lora") == args.lora_steps:
         return
     prompts = [shapes.caption("cyan", "square", "right"), shapes.caption("red", "circle", "down")]
     _train(work, "lora", work / "final", work / "lora_data", [
@@ -177,20 +207,23 @@ def _train(work: Path, name: str, model: Path, data: Path, extra: list[str]) -> 
         "--checkpoint-every", "250", "--resume", "--seed", "0", *extra,
     ]  # fmt: skip
     logger.info("running %s", " ".join(command))
+    start = time.time()
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _report(work, stage=name, seconds=round(time.time() - start), arguments=extra)
 
 
 def final_stage(work: Path, args) -> None:
-    """The shipped pipeline: the base pipeline with the trained DiT, saved in the Hub format (float32)."""
-    from wan_diffusers import WanPipeline, WanTransformer3DModel
+    """`final/`: the base pipeline with the trained DiT and the fine-tuned VAE decoder, in the Hub format (float32)."""
+    from wan_diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
 
     pipe = WanPipeline.from_pretrained(work / "base")
     pipe.register_modules(
         transformer=WanTransformer3DModel.from_pretrained(work / "dit" / "transformer"),
+        vae=AutoencoderKLWan.from_pretrained(work / "vae_decoder"),
     )
-    if not (work / "final").exists():
-        pipe.save_pretrained(work / "final.partial")
-        (work / "final.partial").rename(work / "final")
+    partial = work / "final.partial"
+    pipe.save_pretrained(partial)
+    _replace(partial, work / "final")
 
 
 def ship_stage(work: Path, args) -> None:
@@ -200,10 +233,17 @@ def ship_stage(work: Path, args) -> None:
     for source, target in ((work / "final", args.output), (work / "lora" / "lora", args.lora_output)):
         partial = target.with_name(target.name + ".partial")
         shutil.copytree(source, partial)
-        if target.exists():
-            shutil.rmtree(target)
-        partial.rename(target)
+        _replace(partial, target)
         logger.info("wrote %s", target)
+
+
+def _replace(partial: Path, target: Path) -> None:
+    """Put the complete folder `partial` in the place of `target`."""
+    import shutil
+
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
 
 
 def main() -> None:
@@ -214,13 +254,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-image-steps", type=int, default=1500)
     parser.add_argument("--vae-clip-steps", type=int, default=1200)
+    parser.add_argument("--vae-decoder-steps", type=int, default=1500)
     parser.add_argument("--clips", type=int, default=20, help="training clips per combination")
     parser.add_argument("--dit-steps", type=int, default=3000)
     parser.add_argument("--lora-clips", type=int, default=8, help="cyan clips per combination for the LoRA")
     parser.add_argument("--lora-steps", type=int, default=200)
     parser.add_argument(
         "--stages",
-        default="vae,base,data,lora_data,dit,final,lora,ship",
+        default="vae,vae_decoder,base,data,dit,final,lora_data,lora,ship",
         help="comma-separated stages to run",
     )
     args = parser.parse_args()
@@ -228,6 +269,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     stages = {
         "vae": vae_stage,
+        "vae_decoder": vae_decoder_stage,
         "base": base_stage,
         "data": data_stage,
         "dit": dit_stage,

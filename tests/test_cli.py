@@ -41,6 +41,14 @@ def test_demo_writes_a_playable_mp4(tmp_path, capsys):
     assert f"Wrote {output}" in err and "tiny shapes model" in err and "prompt: 'a red circle moves right'" in err
 
 
+def test_tiny_model_warns_about_a_prompt_outside_its_grammar(tmp_path, capsys):
+    output = tmp_path / "cat.mp4"
+    assert main(["generate", "--prompt", "a cat walks on the grass", "--output", str(output), *SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "--prompt 'a cat walks on the grass' is not a prompt the tiny shapes model knows" in err
+    assert "red, green, blue, yellow, white; circle, square, triangle; left, right, up, down" in err
+
+
 @pytest.mark.parametrize("task", ["i2v", "flf2v", "v2v"])
 def test_demo_of_the_other_tasks(task, tmp_path):
     inputs = []

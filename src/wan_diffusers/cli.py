@@ -2,8 +2,8 @@
 
     wan-diffusers generate --output shapes.mp4 [--prompt "a blue triangle moves up"]
         the tiny shapes model shipped in the package (`wan_diffusers.tiny_model_path()`): offline, seconds on a
-        CPU, a 64 x 64 moving shape (trained on `a {colour} {shape} moves {direction}`, it does not follow the
-        prompt well yet); without --model the other tasks build a tiny random-weight pipeline (frames are noise)
+        CPU, a 64 x 64 moving shape of the colour and direction the prompt `a {colour} {shape} moves {direction}`
+        asks for; without --model the other tasks build a tiny random-weight pipeline (frames are noise)
     wan-diffusers generate --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "..." --output cat.mp4
         the real model (a Hub id or a local folder in the Hub format)
     wan-diffusers convert --checkpoint-dir Wan2.1-T2V-1.3B --output-dir Wan2.1-T2V-1.3B-Diffusers
@@ -210,9 +210,9 @@ def run_generate(args: argparse.Namespace) -> int:
     logger.info(f"Wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {fps} fps)")
     if uses_tiny_shapes(args):
         logger.info(
-            "This was the tiny shapes model (64 x 64, trained on moving shapes): it draws a moving shape but does not "
-            "follow its prompt yet (README: 'The tiny shapes model and prompt following'). For a real video add "
-            f"--model {variant.hub_id}."
+            "This was the tiny shapes model (64 x 64, trained on a CPU): it follows the colour and the direction of "
+            f"a prompt `a {{colour}} {{shape}} moves {{direction}}` ({tiny_grammar()}), and often rounds a shape off "
+            f"(README: 'The tiny shapes model and prompt following'). For a real video add --model {variant.hub_id}."
         )
     elif args.model is None:
         logger.info(
@@ -267,6 +267,22 @@ def tiny_default_prompt() -> str:
     from .training.tiny import DEFAULT_PROMPT
 
     return DEFAULT_PROMPT
+
+
+def tiny_grammar() -> str:
+    from .training.shapes import COLOURS, DIRECTIONS, SHAPES
+
+    return "; ".join(", ".join(words) for words in (COLOURS, SHAPES, DIRECTIONS))
+
+
+def in_tiny_grammar(prompt: str) -> bool:
+    from .training.shapes import COLOURS, DIRECTIONS, SHAPES, parse_caption
+
+    try:
+        colour, shape, direction = parse_caption(prompt)
+    except ValueError:
+        return False
+    return colour in COLOURS and shape in SHAPES and direction in DIRECTIONS
 
 
 def size_defaults(args: argparse.Namespace, variant: WanTask) -> dict:
@@ -371,6 +387,11 @@ def _load_pipeline(args: argparse.Namespace, variant: WanTask, dtype):
             f"No --model: the tiny shapes model shipped in the package ({tiny_model_path()}), trained on prompts "
             f"`a {{colour}} {{shape}} moves {{direction}}`; prompt: {args.prompt!r}"
         )
+        if not in_tiny_grammar(args.prompt):
+            logger.warning(
+                f"--prompt {args.prompt!r} is not a prompt the tiny shapes model knows; it draws some moving shape. "
+                f"It knows `a {{colour}} {{shape}} moves {{direction}}` with {tiny_grammar()}."
+            )
         pipe = WanPipeline.from_pretrained(tiny_model_path())  # float32: it is tiny
     elif args.model is None:
         from .pipelines.demo import build_demo_pipeline

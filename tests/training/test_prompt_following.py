@@ -1,34 +1,55 @@
-"""The shipped tiny shapes model and its LoRA, end to end: offline loading, text conditioning, sampling and decoding
-read back by the shape detector. The model's prompt-following accuracy is measured by
-`benchmarks/bench_prompt_following.py` (RESULTS.md); it is still close to chance after the 2,000 training steps the
-shipped model had, so these tests check that the path works, not a quality floor."""
+"""The shipped tiny shapes model and its cyan LoRA, end to end: offline loading, text conditioning, sampling and
+decoding, read back by the shape detector (`training.shapes.describe_video`). These are the package's end-to-end tests
+of text conditioning: a model that ignored its prompt would score at chance, 20 % for colour and 25 % for direction.
+
+The floors are loose on purpose (the issue's 80 % of colour and direction on prompts seen in training): seeds and
+platforms move single videos across the detector's thresholds. `benchmarks/bench_prompt_following.py` measures the
+full table (RESULTS.md)."""
 
 import logging
 
+import pytest
 import torch
 
 from wan_diffusers import WanPipeline, tiny_lora_path, tiny_model_path
-from wan_diffusers.training.evaluation import prompt_following
-from wan_diffusers.training.shapes import training_combinations
+from wan_diffusers.training.evaluation import accuracy, accuracy_report, prompt_following
+from wan_diffusers.training.shapes import all_combinations, training_combinations
+from wan_diffusers.training.tiny import SAMPLING_DEFAULTS
 
-STEPS = 10  # half the default: fast, and enough to draw a shape
+STEPS = SAMPLING_DEFAULTS["steps"]
+FLOOR = 0.8
 
 
-def test_tiny_model_loads_offline_and_draws_a_moving_shape():
+@pytest.fixture
+def pipe():
     pipe = WanPipeline.from_pretrained(tiny_model_path(), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    results = prompt_following(pipe, training_combinations()[::12], num_inference_steps=STEPS)  # 4 seen prompts
-    assert all(result.found[0] is not None and result.found[1] is not None for result in results), results
-    assert sum(result.found[2] is not None for result in results) >= 2, results  # it moves
+    return pipe
 
 
-def test_shipped_lora_loads_with_no_unmatched_keys_and_changes_the_output(caplog):
-    pipe = WanPipeline.from_pretrained(tiny_model_path(), local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    kwargs = dict(height=64, width=64, num_frames=17, num_inference_steps=2, output_type="latent")
-    before = pipe("a cyan square moves right", generator=torch.Generator().manual_seed(0), **kwargs).frames
+def test_tiny_model_follows_colour_and_direction_of_seen_prompts(pipe):
+    results = prompt_following(pipe, training_combinations()[::2], num_inference_steps=STEPS)  # 24 prompts
+    table = accuracy(results)
+    assert table["colour"] >= FLOOR and table["direction"] >= FLOOR, accuracy_report(results)
+
+
+def test_cyan_lora_teaches_a_colour_the_model_never_saw(pipe, caplog):
+    """The LoRA's files, saved by the trainer, load with no unmatched keys and turn "cyan" prompts cyan; without it
+    the base model, which never saw the word, does not."""
+    cyan = all_combinations(colours=("cyan",))[::2]  # 6 prompts, every shape and direction
+    before = accuracy(prompt_following(pipe, cyan, num_inference_steps=STEPS))
     with caplog.at_level(logging.WARNING):
         pipe.load_lora_weights(tiny_lora_path())
     assert not [record for record in caplog.records if "key" in record.getMessage().lower()], caplog.text
-    after = pipe("a cyan square moves right", generator=torch.Generator().manual_seed(0), **kwargs).frames
-    assert (after - before).abs().max() > 1e-3
+    results = prompt_following(pipe, cyan, num_inference_steps=STEPS)
+    assert before["colour"] <= 0.2 and accuracy(results)["colour"] >= FLOOR, (before, accuracy_report(results))
+
+
+def test_cyan_lora_in_the_original_key_format_gives_the_same_video(pipe):
+    kwargs = dict(height=64, width=64, num_frames=17, num_inference_steps=2, output_type="latent")
+    pipe.load_lora_weights(tiny_lora_path())
+    expected = pipe("a cyan square moves right", generator=torch.Generator().manual_seed(0), **kwargs).frames
+    pipe.unload_lora_weights()
+    pipe.load_lora_weights(tiny_lora_path() / "lora_comfyui.safetensors")
+    found = pipe("a cyan square moves right", generator=torch.Generator().manual_seed(0), **kwargs).frames
+    torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5)  # the same weights: float32 rounding

@@ -15,6 +15,7 @@ from .shapes import COLOURS, DIRECTIONS, EXTRA_COLOURS, SHAPES
 HEIGHT = WIDTH = 64
 NUM_FRAMES = 17
 TEXT_DIM = 32
+TEXT_OUTPUT_SCALE = 10.0  # see `shapes_text_encoder`
 SHIFT = 5.0  # the timestep shift it is trained and sampled with: Wan's default
 # what `wan-diffusers generate` uses with this model when not told otherwise
 DEFAULT_PROMPT = "a red circle moves right"
@@ -32,7 +33,14 @@ def shapes_tokenizer():
 
 
 def shapes_text_encoder(vocab_size: int, seed: int = 0):
-    """A 2-layer umT5 encoder with frozen random weights (the DiT learns to read its features)."""
+    """A 2-layer umT5 encoder with frozen random weights (the DiT learns to read its features), its output scaled up.
+
+    Wan's cross-attention attends to all 512 context rows, and a 6-token prompt leaves 506 of them zero padding that
+    the text embedding turns into one shared row: at initialisation the prompt's rows make about 1 % of the attention
+    output. The final norm's weight is `TEXT_OUTPUT_SCALE` instead of 1, so their values stand out from the start;
+    with it the DiT's loss gap between right and shuffled captions was 1.6x larger after 1,000 steps and 1.4x after
+    2,000 (0.093 against 0.059, 0.130 against 0.093).
+    """
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
@@ -47,7 +55,9 @@ def shapes_text_encoder(vocab_size: int, seed: int = 0):
         relative_attention_max_distance=32,
         feed_forward_proj="gated-gelu",
     )
-    return UMT5EncoderModel(config).eval().requires_grad_(False)
+    encoder = UMT5EncoderModel(config).eval().requires_grad_(False)
+    encoder.encoder.final_layer_norm.weight.data.fill_(TEXT_OUTPUT_SCALE)
+    return encoder
 
 
 def shapes_vae(seed: int = 0):

@@ -381,7 +381,8 @@ def train(config: TrainingConfig) -> Path:
             progress.set_postfix(loss=f"{mean_loss:.4f}")
             if log is not None:
                 log.write(step, mean_loss, schedule.get_last_lr()[0], time.time() - start)
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+            # the last step is saved too, so that `--resume` with more `--steps` continues the run exactly
+            if config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.steps):
                 _checkpoint(accelerator, checkpoints, step, config.keep_checkpoints)
             if config.validate_every and step % config.validate_every == 0 and accelerator.is_main_process:
                 validate(pipe, config, output / "validation" / f"step-{step}")
