@@ -41,3 +41,31 @@ def test_two_process_gloo_training(tiny_model_dir, shapes_data_dir, tmp_path):
     assert environment["num_processes"] == 2 and "MULTI_CPU" in environment["distributed_type"], environment
     assert [row["step"] for row in csv.DictReader(open(output / "loss.csv"))] == ["1", "2"]
     assert (output / "transformer" / "config.json").exists()
+
+
+def test_a_launch_that_accelerate_does_not_join_is_refused(tiny_model_dir, shapes_data_dir, tmp_path):
+    """An FSDP config on a machine without GPUs: accelerate gives each of the two processes a run of its own
+    (DistributedType.NO), which would overwrite each other's checkpoints. The trainer stops both with the fix."""
+    config = tmp_path / "fsdp.yaml"
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_processes: 2\nnum_machines: 1\n"
+        "machine_rank: 0\nmixed_precision: 'no'\nrdzv_backend: static\nsame_network: true\n"
+        "main_process_ip: 127.0.0.1\nmain_process_port: 29518\nfsdp_config:\n  fsdp_version: 2\n"
+    )
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+        "-m", "wan_diffusers.cli", "train", "--model", str(tiny_model_dir), "--data", str(shapes_data_dir),
+        "--output", str(tmp_path / "out"), "--full", "--steps", "2", "--batch-size", "1", "--buckets", "32x32x5",
+    ]  # fmt: skip
+    source = str(Path(wan_diffusers.__file__).parents[1])
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop("ACCELERATE_USE_CPU", None)
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the same on a machine with GPUs
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "launched as 2 processes, but accelerate set up 1" in result.stderr and "use_cpu: true" in result.stderr
+    assert not (tmp_path / "out" / "checkpoints").exists()

@@ -126,7 +126,9 @@ def test_wan22_low_noise_expert_lora(shapes_data_dir, tmp_path):
 
     model = tmp_path / "model"
     tiny_two_expert_pipeline().save_pretrained(model)
-    config = _config(model, shapes_data_dir, tmp_path / "out", tmp_path / "cache", lora_rank=2, steps=2)
+    config = _config(
+        model, shapes_data_dir, tmp_path / "out", tmp_path / "cache", lora_rank=2, steps=2, learning_rate=1e-2
+    )
     output = train(
         TrainingConfig(**{**config.__dict__, "transformer": "transformer_2", "timestep_range": (0.0, 0.875)})
     )

@@ -13,6 +13,7 @@ the full transformer in the Hub format.
 import csv
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -124,7 +125,7 @@ def load_pipeline(config: TrainingConfig):
     from ..pipelines.pipeline_wan_vace import WanVACEPipeline
 
     pipeline_class = {"t2v": WanPipeline, "i2v": WanImageToVideoPipeline, "vace": WanVACEPipeline}[config.task]
-    pipe = pipeline_class.from_pretrained(config.model, torch_dtype=torch.float32)
+    pipe = pipeline_class.from_pretrained(config.model, dtype=torch.float32)
     if getattr(pipe, config.transformer, None) is None:
         raise ValueError(f"`--transformer` {config.transformer}: the model at {config.model} has none")
     return pipe
@@ -291,6 +292,15 @@ def train(config: TrainingConfig) -> Path:
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        # e.g. an FSDP or multi-GPU config on a machine without GPUs: accelerate then gives every process a run of
+        # its own, and they would overwrite each other's checkpoints
+        raise RuntimeError(
+            f"launched as {launched} processes, but accelerate set up {accelerator.num_processes} "
+            f"({accelerator.distributed_type}); on CPUs use a config with `use_cpu: true` (DDP over gloo) and "
+            "ACCELERATE_USE_CPU=true"
+        )
     set_seed(config.seed)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
