@@ -1,18 +1,24 @@
-"""Reproduce the tiny shapes model shipped in `wan_diffusers/assets/tiny_shapes/` (seeded, CPU, about an hour).
+"""Reproduce the tiny shapes model shipped in `wan_diffusers/assets/tiny_shapes/` (seeded, CPU, about 70 minutes on
+two cores).
 
     python scripts/train_tiny_shapes.py --work runs/tiny_shapes
 
 Stages, each skipped when its output exists in `--work` (so an interrupted run resumes; the trainer itself resumes
-from its newest checkpoint):
-1. `vae/`: a tiny `AutoencoderKLWan` trained on random shapes clips of every colour (`training.vae.train_vae`: the
-   VAE is a codec, held-out combinations matter to the DiT), with its latent mean and standard deviation;
-2. `base/`: the pipeline before DiT training: shapes tokenizer, frozen random umT5, that VAE, a fresh DiT;
-3. `data/`: the training clips, mp4 + metadata.csv, for the 48 combinations not held out
+from its newest checkpoint, and more `--dit-steps` or `--lora-steps` continue a finished run):
+1. `vae_images/`, `vae_clips/`, `vae/`: a tiny `AutoencoderKLWan` trained by `training.vae.train_vae` on
+   `shapes.codec_clip` clips (several shapes of free colours: the VAE is a codec), single frames then 9-frame clips,
+   with the latent mean and standard deviation of the grammar's clips;
+2. `vae_decoder/`: its decoder fine-tuned alone (same latent space), what the shipped pipeline decodes with;
+3. `base/`: the pipeline before DiT training: shapes tokenizer, frozen random umT5, `vae/`, a fresh DiT;
+4. `data/`: the training clips, mp4 + metadata.csv, for the 48 combinations not held out
    (`training.shapes.held_out_combinations`);
-4. `lora_data/`: cyan clips (the LoRA's new colour) plus a replay of the base combinations, cached at once;
 5. `dit/`: `wan-diffusers train --full` (the DiT from scratch) on `data/`; `final/`: the pipeline with it;
-6. `lora/`: `wan-diffusers train --lora-rank 8` of `final/` on `lora_data/`;
+6. `lora_data/`, `lora/`: cyan clips (a colour the model never saw) plus a replay of the base combinations, and
+   `wan-diffusers train --lora-rank 8` of `final/` on them;
 7. ship: `final/` to `--output` and the LoRA to `--lora-output` (the package's assets).
+
+`report.jsonl` in `--work` gets each stage's time and losses. benchmarks/RESULTS.md has the figures of the shipped
+run.
 """
 
 import argparse
@@ -233,6 +239,10 @@ def ship_stage(work: Path, args) -> None:
     for source, target in ((work / "final", args.output), (work / "lora" / "lora", args.lora_output)):
         partial = target.with_name(target.name + ".partial")
         shutil.copytree(source, partial)
+        for config in partial.rglob("*.json"):  # the training machine's folders are nobody else's business
+            values = json.loads(config.read_text())
+            if values.pop("_name_or_path", None) is not None:
+                config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         _replace(partial, target)
         logger.info("wrote %s", target)
 
@@ -256,9 +266,9 @@ def main() -> None:
     parser.add_argument("--vae-clip-steps", type=int, default=1200)
     parser.add_argument("--vae-decoder-steps", type=int, default=1500)
     parser.add_argument("--clips", type=int, default=20, help="training clips per combination")
-    parser.add_argument("--dit-steps", type=int, default=3000)
+    parser.add_argument("--dit-steps", type=int, default=10000)
     parser.add_argument("--lora-clips", type=int, default=8, help="cyan clips per combination for the LoRA")
-    parser.add_argument("--lora-steps", type=int, default=200)
+    parser.add_argument("--lora-steps", type=int, default=600)
     parser.add_argument(
         "--stages",
         default="vae,vae_decoder,base,data,dit,final,lora_data,lora,ship",
