@@ -52,7 +52,9 @@ def test_torchrun_writes_one_video_and_the_single_process_latents(tmp_path, caps
     assert single.shape == (1, 8, 2, 16, 24)  # the tiny shapes model (t2v without --model): 8 channels, 4x VAE
     difference = max_rel(parallel, single)
     print(f"torchrun --ring 2 --fsdp against one process: max_rel {difference:.2e}")
-    assert difference <= 1e-5  # float32 rounding: see tests/distributed/test_parallelize.py
+    # float32 rounding of the split attention (one forward: tests/distributed/test_parallelize.py), amplified up to 9x
+    # in the guided prediction (1 - g) u + g c with g = 5; 1.3e-5 with the trained tiny shapes model
+    assert difference <= 3e-5
 
 
 def _model_folder(tmp_path, heads: int):
