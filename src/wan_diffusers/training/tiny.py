@@ -1,8 +1,8 @@
 """The tiny shapes model set: its tokenizer, frozen text encoder, VAE and DiT configurations.
 
 `scripts/train_tiny_shapes.py` builds these, trains the VAE (`training.vae.train_vae`) and the DiT (`wan-diffusers
-train`) on `training.shapes` clips (the text encoder stays frozen), and writes the result to `wan_diffusers/assets/tiny_shapes/`, which
-`wan_diffusers.tiny_model_path()` returns.
+train`) on `training.shapes` clips (the text encoder stays frozen), and writes the result to
+`wan_diffusers/assets/tiny_shapes/`, which `wan_diffusers.tiny_model_path()` returns.
 
 Sizes are chosen for a 2-core CPU: 64 x 64 x 17-frame videos become 8 x 5 x 16 x 16 latents (a VAE with 4x spatial
 and 4x temporal compression), which the DiT sees as 5 x 8 x 8 = 320 tokens.
