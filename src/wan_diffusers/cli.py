@@ -211,8 +211,9 @@ def run_generate(args: argparse.Namespace) -> int:
     if uses_tiny_shapes(args):
         logger.info(
             "This was the tiny shapes model (64 x 64, trained on a CPU): it follows the colour and the direction of "
-            f"a prompt `a {{colour}} {{shape}} moves {{direction}}` ({tiny_grammar()}), and often rounds a shape off "
-            f"(README: 'The tiny shapes model and prompt following'). For a real video add --model {variant.hub_id}."
+            f"a prompt `a {{colour}} {{shape}} moves {{direction}}` ({tiny_grammar()}), but draws every shape as a "
+            "roundish blob (README: 'The tiny shapes model and prompt following'). For a real video add --model "
+            f"{variant.hub_id}."
         )
     elif args.model is None:
         logger.info(
