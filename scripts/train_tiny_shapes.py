@@ -157,7 +157,10 @@ def _trained_steps(output: Path) -> int | None:
     once the result is written; None before."""
     if not (output / "transformer").exists() and not (output / "lora").exists():
         return None
-    return max((int(path.name.split("-")[1]) for path in (output / "checkpoints").glob("step-*[0-9]")), default=None)
+    from wan_diffusers.training.trainer import completed_checkpoints
+
+    saved = completed_checkpoints(output / "checkpoints")
+    return saved[-1][0] if saved else None
 
 
 def lora_data_stage(work: Path, args) -> None:

@@ -54,6 +54,7 @@ def test_full_training_skips_bad_data_and_resumes_exactly(tiny_model_dir, shapes
         _config(tiny_model_dir, shapes_data_dir, resumed_dir, cache_dir, lora_rank=None, steps=2, checkpoint_every=1)
     )
     (resumed_dir / "transformer").rename(resumed_dir / "transformer_step2")
+    (resumed_dir / "checkpoints" / "step-9.partial").mkdir()  # an interrupted save: not a checkpoint to resume from
     train(_config(tiny_model_dir, shapes_data_dir, resumed_dir, cache_dir, lora_rank=None, steps=4, resume=True))
     expected = WanTransformer3DModel.from_pretrained(straight / "transformer").state_dict()
     resumed = WanTransformer3DModel.from_pretrained(resumed_dir / "transformer").state_dict()

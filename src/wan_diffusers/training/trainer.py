@@ -352,10 +352,10 @@ def train(config: TrainingConfig) -> Path:
     step = 0
     checkpoints = output / "checkpoints"
     if config.resume and checkpoints.exists():
-        latest = max(checkpoints.glob("step-*"), key=lambda path: int(path.name.split("-")[1]), default=None)
-        if latest is not None:
+        saved = completed_checkpoints(checkpoints)
+        if saved:
+            step, latest = saved[-1]
             accelerator.load_state(str(latest))
-            step = int(latest.name.split("-")[1])
             logger.info("resumed from %s", latest)
     log = LossLog(output, config.log) if accelerator.is_main_process else None
     batches_per_epoch = len(sampler)
@@ -452,6 +452,12 @@ def _loss(model, batch, objective, generator, null_embeds, config, device) -> to
     return objective.loss(prediction, target, weights)
 
 
+def completed_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """The (step, path) of every complete `step-N` checkpoint in `folder`, oldest first; a `step-N.partial` left by an
+    interrupted save is not one."""
+    return sorted((int(path.name.split("-")[1]), path) for path in Path(folder).glob("step-*[0-9]"))
+
+
 def _checkpoint(accelerator, folder: Path, step: int, keep: int) -> None:
     """`accelerator.save_state` into `step-N` (written under a temporary name), keeping the newest `keep`."""
     partial = folder / f"step-{step}.partial"
@@ -459,8 +465,7 @@ def _checkpoint(accelerator, folder: Path, step: int, keep: int) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         partial.rename(folder / f"step-{step}")
-        old = sorted(folder.glob("step-*[0-9]"), key=lambda path: int(path.name.split("-")[1]))[:-keep]
-        for path in old:
+        for _, path in completed_checkpoints(folder)[:-keep]:
             shutil.rmtree(path)
 
 
